@@ -1,0 +1,75 @@
+"""Config additions of this project, and YAMLs that inherit the installed model zoo.
+
+Our YAMLs say ``_BASE_: "model_zoo://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"``: the
+part after ``model_zoo://`` is looked up in the ``detectron2.model_zoo`` package that is installed,
+so no model-zoo file is copied into this repository.
+"""
+
+from __future__ import annotations
+
+import os
+
+from detectron2 import model_zoo
+from detectron2.config import CfgNode as D2CfgNode
+from detectron2.config import get_cfg
+
+MODEL_ZOO_PREFIX = "model_zoo://"
+
+
+class CfgNode(D2CfgNode):
+    """Detectron2's CfgNode that can also open ``model_zoo://`` bases.
+
+    fvcore joins a relative ``_BASE_`` onto the including file's folder, so by the time a path
+    reaches ``_open_cfg`` it reads ``configs/PennFudan/model_zoo://COCO-.../x.yaml``; the model-zoo
+    file's own relative bases (``../Base-RCNN-FPN.yaml``) are joined the same way and normalised
+    here, which resolves them inside the model zoo as well.
+    """
+
+    @classmethod
+    def _open_cfg(cls, filename):
+        if MODEL_ZOO_PREFIX in filename:
+            relative = os.path.normpath(filename.split(MODEL_ZOO_PREFIX, 1)[1])
+            try:
+                filename = model_zoo.get_config_file(relative)
+            except RuntimeError as exc:
+                raise FileNotFoundError(
+                    f"{MODEL_ZOO_PREFIX}{relative}: not a config of the installed detectron2 model zoo ({exc})"
+                ) from None
+        return super()._open_cfg(filename)
+
+
+def add_instseg_config(cfg: D2CfgNode) -> None:
+    """Add this project's keys (all under ``cfg.INSTSEG``) with their defaults."""
+    from detectron2.config import CfgNode as CN
+
+    cfg.INSTSEG = CN()
+    # Metric watched by BestCheckpointer and early stopping, as named in metrics.json.
+    cfg.INSTSEG.BEST_METRIC = "segm/AP"
+    cfg.INSTSEG.BEST_METRIC_MODE = "max"
+    # Stop after this many evaluations without improvement of BEST_METRIC; 0 turns it off.
+    cfg.INSTSEG.EARLY_STOP_PATIENCE = 0
+    # Compute the loss on the test sets at each evaluation and log it as validation_loss.
+    cfg.INSTSEG.VAL_LOSS = True
+    # Check every image and annotation of the training/test sets before training starts.
+    cfg.INSTSEG.VALIDATE_DATA = True
+    # Write the HTML run report (plots, metrics, sample panels) into OUTPUT_DIR at the end.
+    cfg.INSTSEG.REPORT = True
+    # bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
+    cfg.INSTSEG.CPU_BF16 = False
+
+
+def get_instseg_cfg() -> CfgNode:
+    """Detectron2's defaults plus ours, as a CfgNode that understands ``model_zoo://`` bases."""
+    cfg = CfgNode(get_cfg())
+    add_instseg_config(cfg)
+    return cfg
+
+
+def load_config(config_file: str, opts: list[str] | None = None) -> CfgNode:
+    """Defaults, then ``config_file``, then ``KEY VALUE`` overrides; not frozen."""
+    cfg = get_instseg_cfg()
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or []))
+    return cfg
