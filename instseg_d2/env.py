@@ -32,7 +32,9 @@ def detectron2_route() -> dict[str, Any]:
     except ImportError as exc:
         info["error"] = str(exc)
         return info
-    info.update(importable=True, version=detectron2.__version__, path=os.path.dirname(detectron2.__file__))
+    info.update(
+        importable=True, version=detectron2.__version__, path=os.path.dirname(detectron2.__file__)
+    )
     dists = md.packages_distributions().get("detectron2", [])
     info["distribution"] = dists[0] if dists else None
     route = "unknown (not installed by pip, e.g. PYTHONPATH)"
@@ -41,9 +43,13 @@ def detectron2_route() -> dict[str, Any]:
         direct_url = dist.read_text("direct_url.json")
         origin = json.loads(direct_url) if direct_url else {}
         if dists[0] == "sal-detectron2":
-            route = "pypi: sal-detectron2 0.7.2 repacked as pure Python (scripts/install_detectron2.py)"
+            route = (
+                "pypi: sal-detectron2 0.7.2 repacked as pure Python (scripts/install_detectron2.py)"
+            )
         elif "vcs_info" in origin:
-            route = f"source build from {origin.get('url')}@{origin['vcs_info'].get('commit_id', '?')}"
+            route = (
+                f"source build from {origin.get('url')}@{origin['vcs_info'].get('commit_id', '?')}"
+            )
         elif origin.get("dir_info", {}).get("editable"):
             route = f"editable source checkout at {origin.get('url')}"
         else:

@@ -83,7 +83,9 @@ def run_pip(python: str, args: list[str], what: str) -> None:
     log("running: " + " ".join(cmd))
     proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
-        raise InstallError(f"{what} failed (pip exited with {proc.returncode}); see pip's output above.")
+        raise InstallError(
+            f"{what} failed (pip exited with {proc.returncode}); see pip's output above."
+        )
 
 
 def install_from_source(python: str, commit: str) -> None:
@@ -95,7 +97,9 @@ def install_from_source(python: str, commit: str) -> None:
             "Use --route pypi (the default when offline from GitHub) or install detectron2 by hand."
         )
     if os.environ.get("FORCE_CUDA") == "1":
-        log(f"FORCE_CUDA=1: building CUDA ops for TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(torch default)')}")
+        log(
+            f"FORCE_CUDA=1: building CUDA ops for TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(torch default)')}"
+        )
     run_pip(
         python,
         ["install", "--no-build-isolation", f"git+{DETECTRON2_GIT_URL}@{commit}"],
@@ -106,10 +110,22 @@ def install_from_source(python: str, commit: str) -> None:
 def download_pypi_wheel(python: str, dest: Path) -> Path:
     # --python-version 3.10: the only published file is tagged cp310; we repack it below.
     proc = subprocess.run(
-        [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--python-version", "3.10", "--dest", str(dest),
-         f"{PYPI_WHEEL_NAME}=={PYPI_WHEEL_VERSION}"],
-        capture_output=True, text=True, check=False,
+        [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.10",
+            "--dest",
+            str(dest),
+            f"{PYPI_WHEEL_NAME}=={PYPI_WHEEL_VERSION}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wheel = dest / PYPI_WHEEL_FILE
     if proc.returncode != 0 or not wheel.is_file():
@@ -136,8 +152,11 @@ def verify_sha256(wheel: Path, expected: str) -> None:
 def repack_pure_python(python: str, wheel: Path, workdir: Path) -> Path:
     """Drop the CPython-3.10 `_C` extension and retag the wheel as py3-none-any."""
     unpack_dir = workdir / "unpacked"
-    subprocess.run([python, "-m", "wheel", "unpack", "--dest", str(unpack_dir), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [python, "-m", "wheel", "unpack", "--dest", str(unpack_dir), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     (root,) = unpack_dir.iterdir()
     for so in root.glob("detectron2/_C*.so"):
         log(f"removing {so.name} (built for CPython 3.10 and torch 2.3; cannot load here)")
@@ -145,8 +164,10 @@ def repack_pure_python(python: str, wheel: Path, workdir: Path) -> Path:
     (dist_info,) = root.glob("*.dist-info")
     wheel_meta = dist_info / "WHEEL"
     lines = [
-        "Root-Is-Purelib: true" if ln.startswith("Root-Is-Purelib:")
-        else "Tag: py3-none-any" if ln.startswith("Tag:")
+        "Root-Is-Purelib: true"
+        if ln.startswith("Root-Is-Purelib:")
+        else "Tag: py3-none-any"
+        if ln.startswith("Tag:")
         else ln
         for ln in wheel_meta.read_text().splitlines()
     ]
@@ -158,8 +179,11 @@ def repack_pure_python(python: str, wheel: Path, workdir: Path) -> Path:
     metadata.write_text(text)
     out_dir = workdir / "repacked"
     out_dir.mkdir()
-    subprocess.run([python, "-m", "wheel", "pack", "--dest-dir", str(out_dir), str(root)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [python, "-m", "wheel", "pack", "--dest-dir", str(out_dir), str(root)],
+        check=True,
+        capture_output=True,
+    )
     (repacked,) = out_dir.glob("*.whl")
     return repacked
 
@@ -179,8 +203,11 @@ def install_from_pypi(python: str, wheel: Path | None, expected_sha256: str) -> 
                 f"repacking {wheel.name} failed: {exc.stderr.decode(errors='replace').strip()} "
                 "(is the `wheel` package installed? pip install wheel)"
             ) from None
-        run_pip(python, ["install", "--no-deps", "--force-reinstall", str(repacked)],
-                f"installing the repacked {repacked.name}")
+        run_pip(
+            python,
+            ["install", "--no-deps", "--force-reinstall", str(repacked)],
+            f"installing the repacked {repacked.name}",
+        )
 
 
 def choose_route(requested: str, python: str) -> str:
@@ -192,12 +219,18 @@ def choose_route(requested: str, python: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--route", choices=ROUTES,
-                        default=os.environ.get("INSTSEG_D2_DETECTRON2_ROUTE", "auto"),
-                        help="how to get detectron2 (env INSTSEG_D2_DETECTRON2_ROUTE)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter whose environment receives detectron2")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--route",
+        choices=ROUTES,
+        default=os.environ.get("INSTSEG_D2_DETECTRON2_ROUTE", "auto"),
+        help="how to get detectron2 (env INSTSEG_D2_DETECTRON2_ROUTE)",
+    )
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter whose environment receives detectron2"
+    )
     parser.add_argument("--commit", default=DETECTRON2_COMMIT, help="git commit for --route source")
     parser.add_argument("--wheel", type=Path, help="local copy of the PyPI wheel for --route pypi")
     parser.add_argument("--sha256", default=PYPI_WHEEL_SHA256, help=argparse.SUPPRESS)
@@ -208,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"route: {route}" + (" (chosen automatically)" if args.route == "auto" else ""))
         if route == "keep":
             if not detectron2_importable(args.python):
-                raise InstallError("--route keep, but `import detectron2` fails in this environment.")
+                raise InstallError(
+                    "--route keep, but `import detectron2` fails in this environment."
+                )
             log("detectron2 already imports; left as it is.")
         elif route == "source":
             install_from_source(args.python, args.commit)

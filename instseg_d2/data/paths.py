@@ -28,6 +28,8 @@ def find_datasets(root: Path | None = None) -> dict[str, str]:
     for name in EXPECTED_LAYOUT:
         missing = missing_parts(root, name)
         status[name] = (
-            f"found at {root / name}" if not missing else f"missing {', '.join(missing)} under {root / name}"
+            f"found at {root / name}"
+            if not missing
+            else f"missing {', '.join(missing)} under {root / name}"
         )
     return status
