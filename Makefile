@@ -1,7 +1,9 @@
 # The README's three commands: `make setup`, `make demo`, `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export DETECTRON2_DATASETS ?= $(abspath ../shared/data)
+# Datasets root: $DETECTRON2_DATASETS if set; else the shared copy beside this checkout when
+# there is one (this workplace and its CI); else ./datasets, Detectron2's default.
+export DETECTRON2_DATASETS ?= $(if $(wildcard ../shared/data/PennFudanPed),$(abspath ../shared/data),$(abspath datasets))
 
 .PHONY: setup test lint demo env
 
