@@ -1,0 +1,298 @@
+"""Run a model on image files or a video and write drawings plus COCO-format predictions.
+
+This is the library side of ``tools/infer.py``: collecting inputs (files, folders, globs),
+reading them with errors that name the file, batching through ``BatchPredictor`` and writing
+``predictions.json`` (COCO results) with ``image_index.json`` (which id is which file).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data.catalog import Metadata
+from tqdm import tqdm
+
+from instseg_d2.config import load_config
+from instseg_d2.data.image_io import BadImageError, read_image
+from instseg_d2.engine.predictor import BatchPredictor
+
+from .coco_results import instances_to_coco_results
+from .panels import draw_predictions
+from .splash import color_splash, instances_mask_union
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PREDICTIONS_FILE = "predictions.json"
+IMAGE_INDEX_FILE = "image_index.json"
+
+
+class NoInputError(ValueError):
+    """Nothing to run on: no input matched, or none of them could be read."""
+
+
+@dataclass
+class InferenceSummary:
+    """What a run wrote and what it had to skip (file and reason)."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    num_instances: int = 0
+    predictions_file: Path | None = None
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def collect_image_paths(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expand files, folders (their image files, sorted, not recursive) and globs.
+
+    Returns the image paths (first occurrence order, no duplicates) and the inputs that gave
+    nothing, each with the reason, so the caller can report them instead of losing them silently.
+    """
+    paths: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and _is_image_file(p))
+            ignored = sum(1 for p in path.iterdir() if p.is_file() and not _is_image_file(p))
+            if ignored:
+                logger.info("%s: ignoring %d file(s) without an image extension", path, ignored)
+            if not found:
+                problems.append(
+                    (item, f"folder has no files ending in {', '.join(IMAGE_EXTENSIONS)}")
+                )
+        elif path.is_file():
+            found = [path]  # named explicitly: tried whatever its extension
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
+            if not found:
+                problems.append((item, "pattern matches no file"))
+        else:
+            found = []
+            problems.append((item, "no such file or folder"))
+        paths.extend(found)
+    unique = list(dict.fromkeys(p.resolve() for p in paths))
+    return unique, problems
+
+
+def _unique_output_name(stem: str, used: set[str], suffix: str = ".png") -> str:
+    name, n = f"{stem}{suffix}", 1
+    while name in used:
+        name, n = f"{stem}_{n}{suffix}", n + 1
+    used.add(name)
+    return name
+
+
+def render(image_rgb: np.ndarray, instances, metadata: Metadata | None, splash: bool) -> np.ndarray:
+    """The output picture of one image (RGB): Visualizer drawing, or the color splash."""
+    if splash:
+        height, width = image_rgb.shape[:2]
+        return color_splash(image_rgb, instances_mask_union(instances, height, width))
+    return draw_predictions(image_rgb, instances, metadata)
+
+
+def dataset_image_ids(dataset_dicts: list[dict]) -> dict[Path, int | str]:
+    """Resolved file path -> ``image_id`` of a registered dataset (for COCO-consistent ids)."""
+    return {Path(d["file_name"]).resolve(): d["image_id"] for d in dataset_dicts}
+
+
+def run_on_images(
+    predictor: BatchPredictor,
+    paths: list[Path],
+    output_dir: str | Path,
+    metadata: Metadata | None = None,
+    batch_size: int = 1,
+    splash: bool = False,
+    image_ids: dict[Path, int | str] | None = None,
+) -> InferenceSummary:
+    """Predict ``paths`` and write one picture per image plus the predictions files.
+
+    A file that cannot be read is skipped and listed in ``summary.skipped`` (and in
+    ``image_index.json``); the others are still processed. ``image_ids`` maps resolved paths to
+    the image ids to write (e.g. from ``dataset_image_ids``); without it the ids are 0, 1, 2, ...
+    in input order, and ``image_index.json`` says which file each id is.
+    """
+    missing_ids = [str(p) for p in paths if image_ids is not None and p not in image_ids]
+    if missing_ids:
+        raise NoInputError(f"not images of the given dataset: {', '.join(missing_ids)}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = InferenceSummary()
+
+    read_paths: list[Path] = []  # the paths readable_images() yielded, in order
+
+    def readable_images() -> Iterator[np.ndarray]:
+        # The progress bar counts files read (a batch ahead of the drawings at most).
+        for path in tqdm(paths, desc="infer", unit="img"):
+            try:
+                image = read_image(path, format="BGR")
+            except BadImageError as exc:
+                logger.warning("skipped: %s", exc)
+                summary.skipped.append((str(path), str(exc)))
+                continue
+            read_paths.append(path)
+            yield image
+
+    results: list[dict] = []
+    index: list[dict] = []
+    used_names: set[str] = set()
+    predictions = predictor.predict_batches(readable_images(), batch_size)
+    for i, (image_bgr, prediction) in enumerate(predictions):
+        path = read_paths[i]
+        instances = prediction["instances"]
+        image_id = image_ids[path] if image_ids is not None else i
+        results.extend(instances_to_coco_results(instances, image_id, metadata))
+        picture = render(np.ascontiguousarray(image_bgr[:, :, ::-1]), instances, metadata, splash)
+        out_path = output_dir / _unique_output_name(path.stem, used_names)
+        cv2.imwrite(str(out_path), picture[:, :, ::-1])
+        height, width = image_bgr.shape[:2]
+        index.append(
+            {
+                "id": image_id,
+                "file_name": str(path),
+                "height": height,
+                "width": width,
+                "output": out_path.name,
+                "num_instances": len(instances),
+            }
+        )
+        summary.written.append(out_path)
+        summary.num_instances += len(instances)
+    summary.predictions_file = _write_predictions(output_dir, results, index, summary.skipped)
+    return summary
+
+
+def _write_predictions(
+    output_dir: Path, results: list[dict], index: list[dict], skipped: list[tuple[str, str]]
+) -> Path:
+    predictions_file = output_dir / PREDICTIONS_FILE
+    with open(predictions_file, "w", encoding="utf-8") as f:
+        json.dump(results, f)
+    with open(output_dir / IMAGE_INDEX_FILE, "w", encoding="utf-8") as f:
+        json.dump(
+            {"images": index, "skipped": [{"file": p, "error": e} for p, e in skipped]},
+            f,
+            indent=1,
+        )
+    return predictions_file
+
+
+def _video_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield frame
+
+
+def run_on_video(
+    predictor: BatchPredictor,
+    video_path: str | Path,
+    output_dir: str | Path,
+    metadata: Metadata | None = None,
+    batch_size: int = 1,
+    splash: bool = False,
+) -> InferenceSummary:
+    """Predict every frame of a video; write ``<name>.mp4`` and predictions (image_id = frame)."""
+    video_path, output_dir = Path(video_path), Path(output_dir)
+    if not video_path.is_file():
+        raise NoInputError(f"{video_path}: video file not found")
+    capture = cv2.VideoCapture(str(video_path))
+    if not capture.isOpened():
+        raise NoInputError(f"{video_path}: cannot be opened as a video by OpenCV")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    out_path = output_dir / f"{video_path.stem}.mp4"
+    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        capture.release()
+        raise NoInputError(f"{out_path}: OpenCV cannot write an mp4v video here")
+    summary = InferenceSummary()
+    results: list[dict] = []
+    index: list[dict] = []
+    try:
+        frames = predictor.predict_batches(_video_frames(capture), batch_size)
+        for frame_id, (frame_bgr, prediction) in enumerate(
+            tqdm(frames, total=total, desc="video", unit="frame")
+        ):
+            instances = prediction["instances"]
+            results.extend(instances_to_coco_results(instances, frame_id, metadata))
+            picture = render(
+                np.ascontiguousarray(frame_bgr[:, :, ::-1]), instances, metadata, splash
+            )
+            writer.write(np.ascontiguousarray(picture[:, :, ::-1]))
+            index.append(
+                {
+                    "id": frame_id,
+                    "file_name": f"{video_path}#frame={frame_id}",
+                    "height": height,
+                    "width": width,
+                    "num_instances": len(instances),
+                }
+            )
+            summary.num_instances += len(instances)
+    finally:
+        capture.release()
+        writer.release()
+    if not index:
+        out_path.unlink(missing_ok=True)
+        raise NoInputError(f"{video_path}: no frame could be decoded")
+    summary.written.append(out_path)
+    summary.predictions_file = _write_predictions(output_dir, results, index, [])
+    return summary
+
+
+def resolve_weights_hint(config_file: str | os.PathLike) -> Path | None:
+    """``model_final.pth`` beside a run's ``config.yaml``, if there is one."""
+    candidate = Path(config_file).resolve().parent / "model_final.pth"
+    return candidate if candidate.is_file() else None
+
+
+def setup_inference_cfg(
+    config_file: str,
+    opts: list[str] | None = None,
+    weights: str | None = None,
+    confidence_threshold: float = 0.5,
+) -> CfgNode:
+    """Frozen config for inference, with errors as ``SystemExit`` messages (CLI use).
+
+    Weights: ``weights`` if given, else the config's ``MODEL.WEIGHTS``, else the
+    ``model_final.pth`` beside the config (a run's ``config.yaml``). A CUDA device falls back
+    to CPU when CUDA is not available, with a warning.
+    """
+    try:
+        cfg = load_config(config_file, opts)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = confidence_threshold
+    if weights:
+        cfg.MODEL.WEIGHTS = weights
+    elif not cfg.MODEL.WEIGHTS:
+        hint = resolve_weights_hint(config_file)
+        if hint is None:
+            raise SystemExit(
+                f"error: {config_file} has no MODEL.WEIGHTS; pass --weights model_final.pth"
+            )
+        logger.info("MODEL.WEIGHTS is empty: using %s beside the config", hint)
+        cfg.MODEL.WEIGHTS = str(hint)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using CPU", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
