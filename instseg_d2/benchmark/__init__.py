@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of this project against torchvision's Mask R-CNN (``tools/benchmark.py``)."""

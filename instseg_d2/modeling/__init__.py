@@ -1,0 +1,1 @@
+"""Model-level helpers of this project (speed-ups that keep results; see ``optimize``)."""

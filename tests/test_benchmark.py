@@ -1,0 +1,133 @@
+"""tools/benchmark.py: the quick smoke run works end to end; the pieces it reports are right."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import torch
+
+from instseg_d2.benchmark.compare import Detections, compare_detections
+from instseg_d2.benchmark.timing import PeakMemory, summarize
+
+
+@pytest.fixture(scope="module")
+def benchmark_tool(repo_root):
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_tool", repo_root / "tools/benchmark.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark_tool"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_smoke_run_writes_every_section(benchmark_tool, shared_data, tmp_path):
+    # Timing is not asserted (shared, noisy CPUs); that every section runs and reports is.
+    out = tmp_path / "bench.json"
+    results = benchmark_tool.main(["--quick", "--smoke", "--output", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["preset"] == "smoke"
+    assert (tmp_path / "bench.md").read_text().count("| torchvision fp32 |") == 2
+
+    inference = saved["inference"]["rows"]
+    assert set(inference) >= {"torchvision fp32", "ours fp32", "ours fp32 optimized"}
+    assert inference["torchvision fp32"]["vs_torchvision"] == 1.0
+    for row in inference.values():
+        assert row["median_s"] > 0 and row["images_per_s"] > 0 and row["rss_peak_mb"] > 0
+    # Same weights and settings: both sides find the same number of instances.
+    assert inference["ours fp32"]["detections_per_image"] == pytest.approx(
+        inference["torchvision fp32"]["detections_per_image"], abs=1
+    )
+    exact = saved["inference"]["agreement_with_ours_fp32"]["ours fp32 optimized"]
+    assert exact["matched_fraction"] == 1.0 and exact["max_box_abs_diff"] < 1e-2
+
+    train = saved["train"]["rows"]
+    assert set(train) >= {"torchvision fp32", "ours fp32", "ours fp32 optimized"}
+    for row in train.values():
+        assert row["images_per_s"] > 0 and row["first_loss"] == row["first_loss"]  # not NaN
+
+    assert saved["data"]["rows"]["ours DatasetMapper"]["images_per_s"] > 0
+    assert saved["eval"]["rows"]["ours fp32"]["evaluate_s"] >= 0
+    assert results["total_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--smoke"], "--smoke is a variant of --quick"),
+        (["--sections", "inference,gpu"], "unknown ['gpu']"),
+        (["--sections", "eval"], "add 'inference'"),
+        (["--num-images", "0"], "at least 1"),
+    ],
+)
+def test_bad_arguments_exit_with_a_message(benchmark_tool, argv, message):
+    args = benchmark_tool.get_parser().parse_args(argv)
+    with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]")):
+        benchmark_tool.settings_from_args(args)
+
+
+def test_tables_show_each_variant_and_ratio(benchmark_tool):
+    results = {
+        "inference": {
+            "title": "t",
+            "rows": {
+                "torchvision fp32": {"median_s": 2.0, "images_per_s": 0.5, "vs_torchvision": 1.0},
+                "ours fp32 optimized": {
+                    "median_s": 1.0,
+                    "images_per_s": 1.0,
+                    "vs_torchvision": 2.0,
+                },
+            },
+        }
+    }
+    text = benchmark_tool.format_table(results)
+    assert "ours fp32 optimized" in text and "2.0" in text
+    md = benchmark_tool.markdown_table(results)
+    assert "| ours fp32 optimized | 1.0 | 1.0 | 2.0 |" in md
+
+
+def test_summarize_median_and_p90():
+    stats = summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats["median_s"] == 3.0
+    assert 4.0 < stats["p90_s"] < 100.0
+    assert stats["n"] == 5
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_peak_memory_covers_the_rss_reached_inside_the_block():
+    with PeakMemory("cpu").measure() as mem:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        inside = _current_rss_mb()
+        del block
+    assert mem.rss_is_phase
+    assert mem.rss_peak_mb >= inside - 1.0
+    assert mem.as_dict()["cuda_peak_allocated_mb"] is None
+
+
+def _dets(boxes, scores):
+    return Detections(torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores))
+
+
+def test_compare_detections_matches_regardless_of_order():
+    a = _dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8])
+    b = _dets([[20, 20, 40, 40.5], [0, 0, 10, 10]], [0.8, 0.9])
+    agreement = compare_detections([a], [b])
+    assert agreement.num_matched == 2 and agreement.matched_fraction == 1.0
+    assert agreement.max_box_abs_diff == pytest.approx(0.5)
+
+
+def test_compare_detections_reports_missing_and_moved_boxes():
+    a = _dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8])
+    b = _dets([[0, 0, 10, 10], [60, 60, 80, 80]], [0.9, 0.8])
+    agreement = compare_detections([a], [b])
+    assert agreement.num_matched == 1 and agreement.matched_fraction == 0.5
+    with pytest.raises(ValueError, match="1 reference images but 2"):
+        compare_detections([a], [b, b])

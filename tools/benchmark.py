@@ -1,0 +1,335 @@
+#!/usr/bin/env python
+"""Benchmark this project against torchvision's Mask R-CNN, side by side on the same machine.
+
+Measures, in one run: training throughput (images/s of a full SGD step), inference latency per
+image (median, p90) and throughput, data loading (mapper images/s), COCO evaluation time and peak
+memory, for our Detectron2 R50-FPN Mask R-CNN (plain and with the speed-ups of
+``instseg_d2.modeling.optimize``) and torchvision's ``maskrcnn_resnet50_fpn`` (the fine-tuning
+tutorial's model) with matched settings and the same random weights. Prints a table and writes
+JSON. See BENCHMARKS.md for the settings mapping and the numbers.
+
+Examples::
+
+    python tools/benchmark.py --quick                  # < 2 minutes on 2 cores
+    python tools/benchmark.py --quick --smoke          # CI smoke test: tiny, < 60 s
+    python tools/benchmark.py --output output/benchmark/full.json   # the BENCHMARKS.md run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from detectron2.data import DatasetCatalog
+
+from instseg_d2.benchmark.models import (
+    benchmark_cfg,
+    build_ours,
+    build_torchvision,
+    copy_torchvision_weights,
+)
+from instseg_d2.benchmark.runners import (
+    BenchSettings,
+    load_test_images,
+    run_data,
+    run_eval,
+    run_inference,
+    run_precision_check,
+    run_training,
+)
+from instseg_d2.benchmark.timing import machine_info
+from instseg_d2.config import load_config
+
+logger = logging.getLogger("instseg_d2.benchmark")
+
+SECTIONS = ("inference", "train", "data", "eval")
+
+# name: (test size, train size, settings overrides, config overrides)
+PRESETS: dict[str, tuple[int, int, dict, list[str]]] = {
+    "full": (800, 512, {}, []),
+    "quick": (
+        480,
+        320,
+        {
+            "test_dataset": "pennfudan_val_mini",
+            "num_images": 3,
+            "train_images": 4,
+            "train_iters": 2,
+            "mapper_images": 5,
+        },
+        [],
+    ),
+    "smoke": (
+        160,
+        128,
+        {
+            "test_dataset": "pennfudan_val_mini",
+            "num_images": 1,
+            "train_images": 1,
+            "train_batch": 1,
+            "train_warmup": 0,
+            "train_iters": 1,
+            "mapper_images": 1,
+        },
+        # Only checks that every path runs: a ResNet-18 (mapped the same way) and few RoIs keep it
+        # cheap (random weights give 100 detections per image, and 100 mask-head RoIs cost more
+        # than a small image's backbone).
+        [
+            "MODEL.RESNETS.DEPTH",
+            "18",
+            "MODEL.RPN.POST_NMS_TOPK_TEST",
+            "100",
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+            "100",
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+            "64",
+            "TEST.DETECTIONS_PER_IMAGE",
+            "10",
+        ],
+    ),
+}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and counts (< 2 min)")
+    p.add_argument("--smoke", action="store_true", help="with --quick: 1 image at tiny size")
+    p.add_argument("--config-file", default=None, help="our model's YAML (default: model zoo R50)")
+    p.add_argument("--min-size", type=int, help="test shortest edge (full: 800)")
+    p.add_argument("--max-size", type=int, default=1333)
+    p.add_argument("--train-size", type=int, help="training shortest edge (full: 512)")
+    p.add_argument("--num-images", type=int, help="inference/eval images (full: 50)")
+    p.add_argument("--repeats", type=int, help="passes over the inference images")
+    p.add_argument("--train-iters", type=int, help="timed training steps per variant")
+    p.add_argument("--train-batch", type=int, help="images per training step (full: 2)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-reduced-precision", action="store_true", help="skip bf16 / AMP rows")
+    p.add_argument(
+        "--torchvision-reduced", action="store_true", help="also time torchvision in bf16/AMP"
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="add torch.compile'd-backbone inference rows"
+    )
+    p.add_argument("--ablation", action="store_true", help="add one-speed-up-at-a-time rows (fp32)")
+    p.add_argument(
+        "--ap-weights",
+        help="trained checkpoint of --ap-config-file: adds an 'ap' section, AP of fp32 vs bf16/AMP",
+    )
+    p.add_argument("--ap-config-file", help="the project config that --ap-weights was trained with")
+    p.add_argument("--output", default="output/benchmark/benchmark.json", help="JSON path")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of our config")
+    return p
+
+
+def settings_from_args(
+    args: argparse.Namespace,
+) -> tuple[BenchSettings, int, int, str, list[str]]:
+    if args.smoke and not args.quick:
+        raise SystemExit("--smoke is a variant of --quick: pass both")
+    preset = "smoke" if args.smoke else "quick" if args.quick else "full"
+    test_size, train_size, overrides, cfg_opts = PRESETS[preset]
+    settings = BenchSettings(device=args.device, **overrides)
+    for arg, field_name in [
+        ("num_images", "num_images"),
+        ("repeats", "repeats"),
+        ("train_iters", "train_iters"),
+        ("train_batch", "train_batch"),
+    ]:
+        value = getattr(args, arg)
+        if value is not None:
+            if value < 1:
+                raise SystemExit(f"--{arg.replace('_', '-')} must be at least 1, got {value}")
+            setattr(settings, field_name, value)
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
+    if "eval" in sections and "inference" not in sections:
+        raise SystemExit("--sections: 'eval' evaluates the inference predictions; add 'inference'")
+    if bool(args.ap_weights) != bool(args.ap_config_file):
+        raise SystemExit("--ap-weights and --ap-config-file go together")
+    if args.ap_weights and not os.path.isfile(args.ap_weights):
+        raise SystemExit(f"--ap-weights: no such file: {args.ap_weights}")
+    settings.sections = sections
+    settings.reduced_precision = not args.no_reduced_precision
+    settings.torchvision_reduced = args.torchvision_reduced
+    settings.compile = args.compile
+    settings.ablation = args.ablation
+    opts = [*cfg_opts, *args.opts]
+    return settings, args.min_size or test_size, args.train_size or train_size, preset, opts
+
+
+def format_table(results: dict) -> str:
+    """Plain-text tables: one per section, a row per variant, ratios against torchvision fp32."""
+    lines = []
+    columns = {
+        "inference": [
+            "median_s",
+            "p90_s",
+            "images_per_s",
+            "vs_torchvision",
+            "detections_per_image",
+            "rss_peak_mb",
+        ],
+        "train": [
+            "median_s",
+            "images_per_s",
+            "vs_torchvision",
+            "first_loss",
+            "last_loss",
+            "rss_peak_mb",
+        ],
+        "data": ["median_s", "p90_s", "images_per_s"],
+        "eval": ["setup_s", "process_s", "evaluate_s", "bbox_AP", "segm_AP"],
+        "ap": ["bbox_AP", "bbox_AP_delta", "segm_AP", "segm_AP_delta"],
+    }
+    for section, cols in columns.items():
+        rows = results.get(section, {}).get("rows")
+        if not rows:
+            continue
+        width = max(len(n) for n in rows) + 2
+        lines.append(f"\n[{section}] {results[section].get('title', '')}")
+        lines.append("variant".ljust(width) + "".join(c.rjust(22) for c in cols))
+        for name, row in rows.items():
+            cells = "".join(str(row.get(c, "")).rjust(22) for c in cols)
+            lines.append(name.ljust(width) + cells)
+    return "\n".join(lines)
+
+
+def markdown_table(results: dict) -> str:
+    """The same tables in Markdown, for BENCHMARKS.md."""
+    out = []
+    machine = results.get("machine")
+    if machine:
+        out.append(
+            f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch threads "
+            f"{machine['torch_threads']}, AVX512-BF16 {machine['avx512_bf16']}, AMX "
+            f"{machine['amx_bf16']}; torch {machine['torch']}, torchvision "
+            f"{machine['torchvision']}, detectron2 {machine['detectron2']}; GPU "
+            f"{machine['cuda_device']}. Load average (1/5/15 min) at start "
+            f"{machine['load_average_at_start']}, at end {results.get('load_average_at_end')}. "
+            f"Command: `{results.get('command')}` ({results.get('total_s')} s)."
+        )
+    for section in (*SECTIONS, "ap"):
+        rows = results.get(section, {}).get("rows")
+        if not rows:
+            continue
+        cols = list(dict.fromkeys(k for row in rows.values() for k in row))
+        out.append(f"\n**{section}** {results[section].get('title', '')}\n")
+        out.append("| variant | " + " | ".join(cols) + " |")
+        out.append("|---|" + "---|" * len(cols))
+        for name, row in rows.items():
+            out.append(f"| {name} | " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_parser().parse_args(argv)
+    settings, test_size, train_size, preset, opts = settings_from_args(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import instseg_d2.data  # noqa: F401  (registers pennfudan_*)
+
+    for name in (settings.train_dataset, settings.test_dataset):
+        if name not in DatasetCatalog.list():
+            raise SystemExit(f"dataset {name!r} is not registered (see instseg_d2.data)")
+    torch.manual_seed(settings.seed)
+    start = time.perf_counter()
+    cfg = benchmark_cfg(
+        args.config_file,
+        min_size=test_size,
+        max_size=args.max_size,
+        device=settings.device,
+        opts=opts,
+    )
+    torchvision_model = build_torchvision(cfg)
+    ours = build_ours(cfg)
+    copy_torchvision_weights(torchvision_model, ours)
+
+    results: dict = {
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "preset": preset,
+        "machine": machine_info(),
+        "settings": {**asdict(settings), "test_min_size": test_size, "train_min_size": train_size},
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+    if "inference" in settings.sections:
+        dicts, images = load_test_images(settings.test_dataset, settings.num_images)
+        logger.info(f"inference: {len(images)} images x {settings.repeats} at min size {test_size}")
+        section, outputs = run_inference(cfg, ours, torchvision_model, settings, images)
+        results["inference"] = {
+            "title": f"per image, shortest edge {test_size}, batch 1, {len(images)} images "
+            f"of {settings.test_dataset} x {settings.repeats}",
+            "rows": section.rows,
+            **section.extra,
+        }
+        if "eval" in settings.sections:
+            logger.info("eval: COCO evaluation of our predictions")
+            section = run_eval(cfg, settings, dicts, outputs)
+            results["eval"] = {
+                "title": f"COCOEvaluator on {len(dicts)} images",
+                "rows": section.rows,
+            }
+        del outputs
+    if "train" in settings.sections:
+        train_cfg = benchmark_cfg(
+            args.config_file,
+            min_size=train_size,
+            max_size=args.max_size,
+            device=settings.device,
+            opts=opts,
+        )
+        logger.info(
+            f"train: batch {settings.train_batch} at min size {train_size}, "
+            f"{settings.train_warmup} warm-up + {settings.train_iters} timed steps per variant"
+        )
+        section = run_training(train_cfg, ours, torchvision_model, settings)
+        results["train"] = {
+            "title": f"SGD step, batch {settings.train_batch}, shortest edge {train_size}, "
+            f"{settings.train_iters} timed steps",
+            "rows": section.rows,
+            **section.extra,
+        }
+    if "data" in settings.sections:
+        logger.info("data: mapper throughput")
+        section = run_data(cfg, settings)
+        results["data"] = {
+            "title": f"{settings.mapper_images} images of {settings.train_dataset}, one process",
+            "rows": section.rows,
+            **section.extra,
+        }
+    if args.ap_weights:
+        ap_cfg = load_config(args.ap_config_file, ["MODEL.WEIGHTS", args.ap_weights])
+        ap_cfg.MODEL.DEVICE = settings.device
+        dicts, images = load_test_images(settings.test_dataset, settings.num_images)
+        logger.info(f"ap: {args.ap_weights} on {len(images)} images, fp32 vs reduced precision")
+        section = run_precision_check(ap_cfg, settings, dicts, images)
+        results["ap"] = {
+            "title": f"trained {args.ap_weights}, {len(images)} images of {settings.test_dataset}",
+            "rows": section.rows,
+            **section.extra,
+        }
+    results["total_s"] = round(time.perf_counter() - start, 1)
+    results["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    print(format_table(results))
+    print(f"\ntotal {results['total_s']} s")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out.with_suffix(".md")).write_text(markdown_table(results) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
