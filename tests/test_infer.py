@@ -182,6 +182,25 @@ def test_batch_predictor_batch_equals_single_images(tiny_run, val_mini):
         assert b.pred_masks.shape[1:] == img.shape[:2]
 
 
+def test_optimized_predictor_keeps_predictions(tiny_run, val_mini):
+    """The default fp32 speed-ups (channels-last, parallel RoIAlign, BN folding where the
+    model has frozen BN) change nothing beyond float rounding."""
+    from instseg_d2.engine.predictor import BatchPredictor
+    from instseg_d2.visualization.inference import setup_inference_cfg
+
+    cfg = setup_inference_cfg(
+        str(tiny_run / "config.yaml"), FAST_TEST_OPTS, str(tiny_run / "model_final.pth"), 0.0
+    )
+    image = read_image(val_mini[1]["file_name"], format="BGR")
+    plain = BatchPredictor(cfg, optimize=False)([image])[0]["instances"]
+    fast = BatchPredictor(cfg, optimize=True)([image])[0]["instances"]
+    assert len(plain) == len(fast) > 0
+    np.testing.assert_allclose(fast.pred_boxes.tensor, plain.pred_boxes.tensor, atol=1e-2)
+    np.testing.assert_allclose(fast.scores, plain.scores, atol=1e-4)
+    mismatch = (fast.pred_masks != plain.pred_masks).float().mean().item()
+    assert mismatch < 1e-3
+
+
 def test_video_input_writes_video_and_frame_predictions(tiny_run, val_mini, tmp_path):
     image = cv2.resize(read_image(val_mini[0]["file_name"], format="BGR"), (128, 96))
     video = tmp_path / "clip.avi"
