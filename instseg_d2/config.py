@@ -40,9 +40,8 @@ class CfgNode(D2CfgNode):
 
 def add_instseg_config(cfg: D2CfgNode) -> None:
     """Add this project's keys (all under ``cfg.INSTSEG``) with their defaults."""
-    from detectron2.config import CfgNode as CN
-
-    cfg.INSTSEG = CN()
+    # Same node class as ``cfg``: yacs refuses to merge a YAML section into a node of another class.
+    cfg.INSTSEG = type(cfg)()
     # Metric watched by BestCheckpointer and early stopping, as named in metrics.json.
     cfg.INSTSEG.BEST_METRIC = "segm/AP"
     cfg.INSTSEG.BEST_METRIC_MODE = "max"
@@ -56,6 +55,11 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     cfg.INSTSEG.REPORT = True
     # bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
     cfg.INSTSEG.CPU_BF16 = False
+    # Write metrics.json / TensorBoard / the console every this many iterations (Detectron2: 20).
+    cfg.INSTSEG.LOG_PERIOD = 20
+    # Periodic checkpoints (model_<iter>.pth) kept on disk; older ones are deleted. 0 keeps all.
+    # model_final.pth and model_best.pth are never deleted.
+    cfg.INSTSEG.KEEP_CHECKPOINTS = 2
 
 
 def get_instseg_cfg() -> CfgNode:

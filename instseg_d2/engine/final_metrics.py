@@ -1,0 +1,87 @@
+"""The final COCO table of a run: printed, and saved as ``final_metrics.json`` / ``.md``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+
+from tabulate import tabulate
+
+from ..checkpoint import _atomic_write
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("bbox", "segm")
+COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def per_dataset(results: Mapping, test_sets: list[str] | tuple[str, ...]) -> dict[str, dict]:
+    """``{dataset: {task: {metric: value}}}`` from ``DefaultTrainer.test``'s return value.
+
+    ``test`` returns the evaluator's dict itself when there is one test set and a dict keyed by
+    dataset name otherwise.
+    """
+    if len(test_sets) == 1 and test_sets[0] not in results:
+        results = {test_sets[0]: results}
+    return {
+        name: {task: dict(results[name][task]) for task in TASKS if task in results[name]}
+        for name in test_sets
+        if name in results
+    }
+
+
+def _finite_or_none(value):
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def format_table(datasets: Mapping[str, Mapping], fmt: str = "github") -> str:
+    rows = []
+    for name, tasks in datasets.items():
+        for task, metrics in tasks.items():
+            rows.append([name, task, *(_finite_or_none(metrics.get(c)) for c in COLUMNS)])
+    # "-" where COCO has no value (NaN: no object of that size in the test set).
+    return tabulate(rows, headers=["dataset", "task", *COLUMNS], tablefmt=fmt, floatfmt=".2f",
+                    missingval="-")  # fmt: skip
+
+
+def write_final_metrics(
+    results: Mapping,
+    output_dir: str,
+    test_sets: list[str] | tuple[str, ...],
+    *,
+    weights: str = "",
+    iteration: int | None = None,
+) -> dict:
+    """Print the table and write ``final_metrics.json`` and ``final_metrics.md``; returns the JSON.
+
+    JSON layout: ``{"weights", "iteration", "datasets": {name: {"bbox": {...}, "segm": {...}}},
+    "bbox": {...}, "segm": {...}}`` where the top-level ``bbox``/``segm`` are those of the first
+    test set (the common single-test-set case); NaN values (no object of that size) are null.
+    """
+    datasets = per_dataset(results, test_sets)
+    table = format_table(datasets)
+    # COCO gives NaN where a size range has no object (APs on PennFudan): null in strict JSON.
+    datasets = {
+        name: {task: {k: _finite_or_none(v) for k, v in m.items()} for task, m in tasks.items()}
+        for name, tasks in datasets.items()
+    }
+    first = datasets[test_sets[0]] if test_sets and test_sets[0] in datasets else {}
+    summary = {"weights": weights, "iteration": iteration, "datasets": datasets, **first}
+    logger.info("Final COCO metrics:\n" + table)
+    print(table, flush=True)
+    os.makedirs(output_dir, exist_ok=True)
+    _atomic_write(
+        os.path.join(output_dir, "final_metrics.json"),
+        lambda f: f.write(
+            (json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+        ),
+    )
+    where = f"`{weights}`" + (f", iteration {iteration}" if iteration is not None else "")
+    markdown = f"# Final COCO metrics\n\nWeights: {where}\n\n{table}\n"
+    _atomic_write(
+        os.path.join(output_dir, "final_metrics.md"), lambda f: f.write(markdown.encode())
+    )
+    return summary

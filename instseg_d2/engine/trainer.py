@@ -1,0 +1,221 @@
+"""The project's Trainer: Detectron2's ``DefaultTrainer`` plus evaluation-time hooks.
+
+What differs from ``DefaultTrainer`` and why:
+
+* ``__init__``: checkpoints go through :class:`~instseg_d2.checkpoint.AtomicCheckpointer`
+  (never half-written), and on CPU the DDP wrapper gets ``device_ids=None`` (Detectron2 passes
+  the local rank as a CUDA device, which DDP rejects for a CPU model); the datasets are
+  validated first when ``INSTSEG.VALIDATE_DATA``.
+* ``build_evaluator``: ``COCOEvaluator`` (bbox, and segm when masks are on).
+* ``build_hooks``: validation loss, best checkpoint on ``INSTSEG.BEST_METRIC`` and optional
+  early stopping, inserted after ``EvalHook`` and before the ``PeriodicWriter`` so their
+  scalars are written in the same ``metrics.json`` line as the evaluation.
+* ``resume_or_load``: trims ``metrics.json`` to the resumed iteration (one history).
+* ``run_step``/``after_train``: a NaN/Inf loss (Detectron2's ``FloatingPointError``) marks the
+  run as diverged, and then no hook may save or evaluate the bad state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+
+import torch
+from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.data import transforms as T
+from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
+from detectron2.engine.train_loop import AMPTrainer, TrainerBase
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import AtomicCheckpointer
+from .history import trim_metrics_history
+from .hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer, ValidationLoss
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetValidationError(SystemExit):
+    """The training or test set has problems (files, sizes, masks); the message lists them."""
+
+
+class _ExpectedStopsWithoutTraceback(logging.Filter):
+    """``TrainerBase.train`` logs every exception with its traceback. Early stopping is no error
+    (dropped), and a NaN/Inf loss is reported by tools/train_net.py with what to do (one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, EarlyStop):
+            return False
+        if isinstance(exc, FloatingPointError):
+            record.msg, record.args, record.exc_info = f"{record.msg} {exc}", (), None
+        return True
+
+
+logging.getLogger("detectron2.engine.train_loop").addFilter(_ExpectedStopsWithoutTraceback())
+
+
+def validate_datasets(cfg) -> None:
+    """Run the data helper's checks on every train/test set; stop with the report on errors.
+
+    Warnings (e.g. a Penn-Fudan .txt box that disagrees with its mask) are only logged.
+    """
+    try:
+        from instseg_d2.data.validation import DatasetValidationError as Failed
+        from instseg_d2.data.validation import check_registered_datasets
+    except ImportError:
+        logger.warning("instseg_d2.data.validation is not available: datasets not validated")
+        return
+    try:
+        check_registered_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    except Failed as exc:
+        raise DatasetValidationError(
+            f"dataset validation failed (INSTSEG.VALIDATE_DATA False skips the check):\n{exc}"
+        ) from None
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` with COCO evaluation, validation loss, best checkpoint, early stop."""
+
+    def __init__(self, cfg):
+        # Same steps as DefaultTrainer.__init__; see the module docstring for the two changes.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        if cfg.INSTSEG.VALIDATE_DATA:
+            validate_datasets(cfg)
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+
+        on_cuda = torch.device(cfg.MODEL.DEVICE).type == "cuda"
+        device_ids = [comm.get_local_rank()] if on_cuda else None
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
+        use_amp = cfg.SOLVER.AMP.ENABLED and on_cuda
+        self._trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, data_loader, optimizer)
+        # bf16 autocast on CPU: see run_step.
+        self._cpu_bf16 = bool(cfg.INSTSEG.CPU_BF16) and not on_cuda
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.diverged = False
+        self.stopped_early: str | None = None
+
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, tasks=tasks, distributed=True, output_dir=output_folder)
+
+    @classmethod
+    def build_val_loss_loader(cls, cfg, dataset_name: str):
+        """Test images with their annotations, at test size and without random flips."""
+        resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        mapper = DatasetMapper(cfg, is_train=True, augmentations=[resize])
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    def build_hooks(self):
+        cfg = self.cfg
+        ret = []
+        for h in super().build_hooks():
+            if isinstance(h, hooks.PeriodicCheckpointer):
+                # Same place, but old periodic checkpoints are deleted (each is ~100-300 MB).
+                keep = cfg.INSTSEG.KEEP_CHECKPOINTS or None
+                h = hooks.PeriodicCheckpointer(
+                    self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=keep
+                )
+            if not isinstance(h, hooks.PeriodicWriter):  # re-added last, below
+                ret.append(h)
+        period = cfg.TEST.EVAL_PERIOD
+        metrics_file = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+        if cfg.INSTSEG.VAL_LOSS and cfg.DATASETS.TEST:
+            loaders = [self.build_val_loss_loader(cfg, name) for name in cfg.DATASETS.TEST]
+            ret.append(ValidationLoss(period, loaders))
+        if comm.is_main_process() and cfg.INSTSEG.BEST_METRIC:
+            ret.append(
+                ResumableBestCheckpointer(
+                    period,
+                    self.checkpointer,
+                    cfg.INSTSEG.BEST_METRIC,
+                    mode=cfg.INSTSEG.BEST_METRIC_MODE,
+                    metrics_file=metrics_file,
+                )
+            )
+        if cfg.INSTSEG.EARLY_STOP_PATIENCE > 0:
+            ret.append(
+                EarlyStopping(
+                    period,
+                    cfg.INSTSEG.BEST_METRIC,
+                    cfg.INSTSEG.EARLY_STOP_PATIENCE,
+                    mode=cfg.INSTSEG.BEST_METRIC_MODE,
+                    metrics_file=metrics_file,
+                )
+            )
+        if comm.is_main_process():
+            # Last, so that everything the hooks above put into the storage gets written.
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.INSTSEG.LOG_PERIOD))
+        return ret
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        super().resume_or_load(resume=resume)
+        if comm.is_main_process():
+            metrics_file = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
+            removed = trim_metrics_history(metrics_file, self.start_iter - 1)
+            if removed:
+                logger.info(
+                    f"Removed {removed} bytes of metrics.json written after iteration "
+                    f"{self.start_iter - 1} (by the interrupted run or an earlier one)"
+                )
+        comm.synchronize()
+
+    def train(self):
+        try:
+            return super().train()
+        except EarlyStop as stop:
+            logger.info(str(stop))
+            return getattr(self, "_last_eval_results", None)
+
+    def run_step(self):
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16):
+                super().run_step()
+        except FloatingPointError:
+            # Raised before optimizer.step(): the weights are those of the last finite step.
+            self.diverged = True
+            raise
+
+    def after_step(self):
+        try:
+            super().after_step()
+        except FloatingPointError:
+            # AtomicCheckpointer refuses to save NaN/Inf weights.
+            self.diverged = True
+            raise
+
+    def after_train(self):
+        if self.diverged:
+            # Write the metrics so far, but let no hook checkpoint or evaluate the bad state.
+            self.storage.iter = self.iter
+            for h in self._hooks:
+                if isinstance(h, hooks.PeriodicWriter):
+                    h.after_train()
+            return
+        if self.stopped_early:
+            # PeriodicCheckpointer only writes model_final at MAX_ITER.
+            self.checkpointer.save("model_final", iteration=self.iter)
+        super().after_train()
+
+    def last_checkpoint(self) -> str | None:
+        """Path of the checkpoint ``--resume`` would load, if any."""
+        if not self.checkpointer.has_checkpoint():
+            return None
+        return self.checkpointer.get_checkpoint_file()
