@@ -57,3 +57,19 @@ def test_shifted_predictions_score_lower(shared_data, tmp_path):
     results = evaluate("pennfudan_val_mini", tmp_path, shift=15)
     for task in ("bbox", "segm"):
         assert results[task]["AP"] < 90.0, (task, results[task])
+
+
+def test_evaluator_survives_a_deleted_json_cache(shared_data, tmp_path):
+    """COCOEvaluator records its converted json in the global metadata; once that folder is
+    gone (a temporary folder, a deleted run) the next evaluator must rebuild it, not crash."""
+    import os
+
+    from detectron2.data import MetadataCatalog
+
+    evaluate("balloon_val_mini", tmp_path / "first")
+    cached = MetadataCatalog.get("balloon_val_mini").json_file
+    os.remove(cached)
+    results = evaluate("balloon_val_mini", tmp_path / "second")
+    assert results["segm"]["AP"] == pytest.approx(100.0)
+    assert os.path.isfile(MetadataCatalog.get("balloon_val_mini").json_file)
+    assert MetadataCatalog.get("balloon_val_mini").thing_classes == ["balloon"]

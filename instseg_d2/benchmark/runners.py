@@ -318,7 +318,7 @@ def run_eval(
     outputs: dict[str, list],
 ) -> SectionResult:
     """COCO evaluation time (pycocotools) of our predictions; AP of each of our variants."""
-    from detectron2.evaluation import COCOEvaluator
+    from instseg_d2.engine.evaluation import build_coco_evaluator
 
     result = SectionResult()
     image_ids = {d["image_id"] for d in dicts}
@@ -329,8 +329,8 @@ def run_eval(
             if not name.startswith("ours"):
                 continue
             start = time.perf_counter()
-            evaluator = COCOEvaluator(
-                settings.test_dataset, tasks=("bbox", "segm"), distributed=False, output_dir=tmp
+            evaluator = build_coco_evaluator(
+                settings.test_dataset, tmp, ("bbox", "segm"), distributed=False
             )
             setup_s = time.perf_counter() - start
             # Only the images we predicted on count, so --num-images N gives a consistent AP.

@@ -26,11 +26,11 @@ from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import AMPTrainer, TrainerBase
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
+from .evaluation import build_coco_evaluator
 from .history import trim_metrics_history
 from .hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer, ValidationLoss
 
@@ -114,7 +114,7 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):
         tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, tasks=tasks, distributed=True, output_dir=output_folder)
+        return build_coco_evaluator(dataset_name, output_folder, tasks)
 
     @classmethod
     def build_val_loss_loader(cls, cfg, dataset_name: str):
