@@ -22,7 +22,11 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from tqdm import tqdm
 
@@ -133,6 +137,58 @@ def _zip_entry_kind(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _ArchiveEntry:
+    """One member of a zip or tar archive, as much as extraction needs to know of it."""
+
+    name: str
+    is_dir: bool
+    unsafe_kind: str | None  # "link" or "special file": never extracted
+    open: Callable[[], IO[bytes]]
+
+
+def _zip_entries(zf: zipfile.ZipFile) -> list[_ArchiveEntry]:
+    return [
+        _ArchiveEntry(info.filename, info.is_dir(), _zip_entry_kind(info), partial(zf.open, info))
+        for info in zf.infolist()
+    ]
+
+
+def _tar_entry_kind(member: tarfile.TarInfo) -> str | None:
+    if member.isfile() or member.isdir():
+        return None
+    return "link" if member.issym() or member.islnk() else "special file"
+
+
+def _tar_entries(tf: tarfile.TarFile) -> list[_ArchiveEntry]:
+    return [
+        _ArchiveEntry(m.name, m.isdir(), _tar_entry_kind(m), partial(tf.extractfile, m))
+        for m in tf.getmembers()
+    ]
+
+
+def _extract_entries(entries: list[_ArchiveEntry], target: Path, archive: Path) -> list[Path]:
+    # Every entry is checked before the first byte is written.
+    for entry in entries:
+        _check_member_path(entry.name, target, archive)
+        if entry.unsafe_kind is not None:
+            raise UnsafeArchiveError(
+                f"{archive}: entry {entry.name!r} is a {entry.unsafe_kind}; archives with links "
+                "or special files are not extracted"
+            )
+    written = []
+    for entry in entries:
+        dest = _check_member_path(entry.name, target, archive)
+        if entry.is_dir:
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with entry.open() as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+        written.append(dest)
+    return written
+
+
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
     """Extract a .zip or tar archive into ``target`` and return the extracted file paths.
 
@@ -144,48 +200,8 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[
     target = target.resolve()
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                _check_member_path(info.filename, target, archive)
-                kind = _zip_entry_kind(info)
-                if kind is not None:
-                    raise UnsafeArchiveError(
-                        f"{archive}: entry {info.filename!r} is a {kind}; archives with links or "
-                        "special files are not extracted"
-                    )
-            written = []
-            for info in infos:
-                dest = _check_member_path(info.filename, target, archive)
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
-                written.append(dest)
-            return written
+            return _extract_entries(_zip_entries(zf), target, archive)
     if tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for member in members:
-                _check_member_path(member.name, target, archive)
-                if not (member.isfile() or member.isdir()):
-                    kind = "link" if member.issym() or member.islnk() else "special file"
-                    raise UnsafeArchiveError(
-                        f"{archive}: entry {member.name!r} is a {kind}; archives with links or "
-                        "special files are not extracted"
-                    )
-            written = []
-            for member in members:
-                dest = _check_member_path(member.name, target, archive)
-                if member.isdir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(member)
-                assert src is not None  # regular file, checked above
-                with src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
-                written.append(dest)
-            return written
+            return _extract_entries(_tar_entries(tf), target, archive)
     raise UnsafeArchiveError(f"{archive}: not a zip or tar archive")
