@@ -109,8 +109,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, help="passes over the inference images")
     p.add_argument("--train-iters", type=int, help="timed training steps per variant")
     p.add_argument("--train-batch", type=int, help="images per training step (full: 2)")
+    p.add_argument("--train-images", type=int, help="distinct training images, cycled (full: 12)")
+    p.add_argument("--train-warmup", type=int, help="untimed training steps per variant (full: 1)")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="CUDA: run fp32 convolutions/matmuls in full fp32 (PyTorch lets cuDNN use TF32)",
+    )
     p.add_argument("--no-reduced-precision", action="store_true", help="skip bf16 / AMP rows")
     p.add_argument(
         "--torchvision-reduced", action="store_true", help="also time torchvision in bf16/AMP"
@@ -142,11 +149,14 @@ def settings_from_args(
         ("repeats", "repeats"),
         ("train_iters", "train_iters"),
         ("train_batch", "train_batch"),
+        ("train_images", "train_images"),
+        ("train_warmup", "train_warmup"),
     ]:
         value = getattr(args, arg)
         if value is not None:
-            if value < 1:
-                raise SystemExit(f"--{arg.replace('_', '-')} must be at least 1, got {value}")
+            least = 0 if arg == "train_warmup" else 1
+            if value < least:
+                raise SystemExit(f"--{arg.replace('_', '-')} must be at least {least}, got {value}")
             setattr(settings, field_name, value)
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -158,6 +168,11 @@ def settings_from_args(
         raise SystemExit("--ap-weights and --ap-config-file go together")
     if args.ap_weights and not os.path.isfile(args.ap_weights):
         raise SystemExit(f"--ap-weights: no such file: {args.ap_weights}")
+    if settings.train_images < settings.train_batch:
+        raise SystemExit(
+            f"--train-images ({settings.train_images}) must be at least --train-batch "
+            f"({settings.train_batch})"
+        )
     settings.sections = sections
     settings.reduced_precision = not args.no_reduced_precision
     settings.torchvision_reduced = args.torchvision_reduced
@@ -178,6 +193,7 @@ def format_table(results: dict) -> str:
             "vs_torchvision",
             "detections_per_image",
             "rss_peak_mb",
+            "cuda_peak_mb",
         ],
         "train": [
             "median_s",
@@ -186,6 +202,7 @@ def format_table(results: dict) -> str:
             "first_loss",
             "last_loss",
             "rss_peak_mb",
+            "cuda_peak_mb",
         ],
         "data": ["median_s", "p90_s", "images_per_s"],
         "eval": ["setup_s", "process_s", "evaluate_s", "bbox_AP", "segm_AP"],
@@ -241,6 +258,9 @@ def main(argv: list[str] | None = None) -> dict:
         if name not in DatasetCatalog.list():
             raise SystemExit(f"dataset {name!r} is not registered (see instseg_d2.data)")
     torch.manual_seed(settings.seed)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     start = time.perf_counter()
     cfg = benchmark_cfg(
         args.config_file,

@@ -131,11 +131,13 @@ def run_inference(
     times: dict[str, list[float]] = {name: [] for name in variants}
     outputs: dict[str, list] = {name: [] for name in variants}
     memory: dict[str, float] = {}
+    cuda_memory: dict[str, float | None] = {}
     warmup: dict[str, float] = {}
     for name, predictor in variants.items():  # warm-up: first-call allocations, compilation
         with PeakMemory(settings.device).measure() as mem:
             warmup[name], _ = timed(lambda p=predictor: p(images[0]), settings.device)
         memory[name] = mem.rss_peak_mb
+        cuda_memory[name] = mem.cuda_peak_mb
     for rep in range(settings.repeats):
         for image in images:
             for name, predictor in variants.items():
@@ -161,6 +163,8 @@ def run_inference(
             "rss_peak_mb": round(memory[name], 1),
             "first_call_s": round(warmup[name], 2),
         }
+        if cuda_memory[name] is not None:
+            row["cuda_peak_mb"] = round(cuda_memory[name], 1)
         result.rows[name] = row
     _add_ratios(result.rows, "images_per_s", higher_is_better=True)
     # Unchanged outputs: each speed-up against plain fp32 on the same images.
@@ -216,11 +220,13 @@ def run_training(
             )
     times: dict[str, list[float]] = {name: [] for name in steps}
     memory: dict[str, float] = dict.fromkeys(steps, 0.0)
+    cuda_memory: dict[str, float] = dict.fromkeys(steps, 0.0)
     for it in range(settings.train_warmup + settings.train_iters):
         for name, step in steps.items():
             with PeakMemory(settings.device).measure() as mem:
                 seconds, _ = timed(step, settings.device)
             memory[name] = max(memory[name], mem.rss_peak_mb)
+            cuda_memory[name] = max(cuda_memory[name], mem.cuda_peak_mb or 0.0)
             if it >= settings.train_warmup:
                 times[name].append(seconds)
     result = SectionResult()
@@ -234,6 +240,8 @@ def run_training(
             "last_loss": round(step.losses[-1], 4),
             "rss_peak_mb": round(memory[name], 1),
         }
+        if torch.device(settings.device).type == "cuda":
+            result.rows[name]["cuda_peak_mb"] = round(cuda_memory[name], 1)
     _add_ratios(result.rows, "images_per_s", higher_is_better=True)
     ours_fp32 = steps["ours fp32"].losses
     result.extra["loss_curves"] = {

@@ -133,6 +133,9 @@ def machine_info() -> dict[str, object]:
         "torchvision": torchvision.__version__,
         "detectron2": detectron2.__version__,
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # fp32 convolutions/matmuls on Ampere+ may run as TF32: part of what "fp32" means there.
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     return info
