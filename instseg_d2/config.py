@@ -55,6 +55,10 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     cfg.INSTSEG.REPORT = True
     # bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
     cfg.INSTSEG.CPU_BF16 = False
+    # Channels-last convolutions and frozen BatchNorms applied to the conv weights during
+    # training (instseg_d2.modeling.optimize.optimize_for_training): same parameters, gradients
+    # and checkpoints, less time per step (BENCHMARKS.md).
+    cfg.INSTSEG.OPTIMIZE_TRAINING = True
     # Write metrics.json / TensorBoard / the console every this many iterations (Detectron2: 20).
     cfg.INSTSEG.LOG_PERIOD = 20
     # Periodic checkpoints (model_<iter>.pth) kept on disk; older ones are deleted. 0 keeps all.

@@ -5,7 +5,9 @@ What differs from ``DefaultTrainer`` and why:
 * ``__init__``: checkpoints go through :class:`~instseg_d2.checkpoint.AtomicCheckpointer`
   (never half-written), and on CPU the DDP wrapper gets ``device_ids=None`` (Detectron2 passes
   the local rank as a CUDA device, which DDP rejects for a CPU model); the datasets are
-  validated first when ``INSTSEG.VALIDATE_DATA``.
+  validated first when ``INSTSEG.VALIDATE_DATA``, and ``INSTSEG.OPTIMIZE_TRAINING`` applies
+  :func:`~instseg_d2.modeling.optimize.optimize_for_training` to the model before the optimizer
+  and DDP see it.
 * ``build_evaluator``: ``COCOEvaluator`` (bbox, and segm when masks are on).
 * ``build_hooks``: validation loss, best checkpoint on ``INSTSEG.BEST_METRIC`` and optional
   early stopping, inserted after ``EvalHook`` and before the ``PeriodicWriter`` so their
@@ -30,6 +32,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
+from ..modeling.optimize import optimize_for_training
 from .evaluation import build_coco_evaluator
 from .history import trim_metrics_history
 from .hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer, ValidationLoss
@@ -89,6 +92,8 @@ class Trainer(DefaultTrainer):
             validate_datasets(cfg)
 
         model = self.build_model(cfg)
+        if cfg.INSTSEG.OPTIMIZE_TRAINING:
+            optimize_for_training(model)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
 
