@@ -59,7 +59,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-optimize",
         action="store_true",
-        help="skip the fp32-exact speed-ups (BN folding, channels-last, parallel RoIAlign)",
+        help="skip the fp32-exact CPU speed-ups (BN folding, channels-last, parallel RoIAlign); "
+        "they are applied on CPU only",
     )
     parser.add_argument(
         "--dataset",
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
 
     if args.video_input:
-        predictor = BatchPredictor(cfg, optimize=not args.no_optimize, bf16=args.bf16)
+        predictor = BatchPredictor(
+            cfg, optimize=False if args.no_optimize else None, bf16=args.bf16
+        )
         try:
             summary = run_on_video(
                 predictor, args.video_input, args.output, metadata, args.batch_size, args.splash
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             image_ids = dataset_image_ids(load_split(args.dataset))
         except (KeyError, ValueError) as exc:  # not registered / dataset files missing or bad
             raise SystemExit(f"error: {exc.args[0]}") from None
-    predictor = BatchPredictor(cfg, optimize=not args.no_optimize, bf16=args.bf16)
+    predictor = BatchPredictor(cfg, optimize=False if args.no_optimize else None, bf16=args.bf16)
     try:
         summary = run_on_images(
             predictor, paths, args.output, metadata, args.batch_size, args.splash, image_ids

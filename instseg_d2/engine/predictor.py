@@ -31,11 +31,12 @@ class BatchPredictor:
 
     ``optimize`` applies the fp32-exact speed-ups of ``instseg_d2.modeling.optimize`` (frozen BN
     folded into convolutions, channels-last, parallel RoIAlign; outputs equal up to float
-    rounding, see BENCHMARKS.md). ``bf16`` runs the network under bf16 autocast with fp32
+    rounding, see BENCHMARKS.md). They are CPU speed-ups: the default ``None`` applies them on
+    CPU only, because on a GPU (an H200, batch 1) they made inference slower, not faster. ``bf16`` runs the network under bf16 autocast with fp32
     outputs and post-processing (CPU: about 2x faster; small AP change, see BENCHMARKS.md).
     """
 
-    def __init__(self, cfg: CfgNode, *, optimize: bool = True, bf16: bool = False):
+    def __init__(self, cfg: CfgNode, *, optimize: bool | None = None, bf16: bool = False):
         self.cfg = cfg.clone()  # build_model may modify it
         self.model = build_model(self.cfg)
         self.model.eval()
@@ -43,6 +44,8 @@ class BatchPredictor:
             MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
         )
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        if optimize is None:
+            optimize = self.model.device.type == "cpu"
         if optimize:
             # After loading: folding rewrites the convolution weights.
             optimize_for_inference(self.model)
