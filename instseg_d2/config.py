@@ -53,7 +53,8 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     cfg.INSTSEG.VALIDATE_DATA = True
     # Write the HTML run report (plots, metrics, sample panels) into OUTPUT_DIR at the end.
     cfg.INSTSEG.REPORT = True
-    # bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
+    # bf16 autocast for CPU training (SOLVER.AMP.ENABLED covers CUDA); ignored, with a warning,
+    # on CPUs without native bf16.
     cfg.INSTSEG.CPU_BF16 = False
     # Channels-last convolutions and frozen BatchNorms applied to the conv weights during
     # training (instseg_d2.modeling.optimize.optimize_for_training): same parameters, gradients

@@ -61,3 +61,20 @@ def test_cpu_bf16_trains_under_bf16_autocast_with_finite_losses(shared_data, tmp
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     # The weights the optimizer keeps are still fp32.
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+def test_cpu_bf16_falls_back_to_fp32_without_native_bf16(shared_data, tmp_path, monkeypatch):
+    import logging
+
+    monkeypatch.setattr("instseg_d2.engine.trainer.cpu_supports_bf16", lambda: False)
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("instseg_d2.engine.trainer")
+    logger.addHandler(handler)
+    try:
+        trainer = _tiny_trainer(tmp_path, "INSTSEG.CPU_BF16", "True")
+    finally:
+        logger.removeHandler(handler)
+    assert trainer._cpu_bf16 is False
+    assert any("no native bf16" in m for m in messages)

@@ -32,7 +32,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
-from ..modeling.optimize import optimize_for_training
+from ..modeling.optimize import cpu_supports_bf16, optimize_for_training
 from .evaluation import build_coco_evaluator
 from .history import trim_metrics_history
 from .hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer, ValidationLoss
@@ -102,8 +102,14 @@ class Trainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
         use_amp = cfg.SOLVER.AMP.ENABLED and on_cuda
         self._trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, data_loader, optimizer)
-        # bf16 autocast on CPU: see run_step.
+        # bf16 autocast on CPU: see run_step. Without native bf16 it would be emulated and slower.
         self._cpu_bf16 = bool(cfg.INSTSEG.CPU_BF16) and not on_cuda
+        if self._cpu_bf16 and not cpu_supports_bf16():
+            logger.warning(
+                "INSTSEG.CPU_BF16 is set but this CPU has no native bf16 (AVX512-BF16/AMX): "
+                "training in fp32"
+            )
+            self._cpu_bf16 = False
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
