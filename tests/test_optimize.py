@@ -22,6 +22,7 @@ from instseg_d2.modeling.optimize import (
     FrozenBNConv2d,
     ParallelROIAlign,
     autocast_context,
+    cast_weights_for_autocast,
     compile_backbone,
     fold_frozen_batchnorm,
     fuse_frozen_batchnorm_for_training,
@@ -200,6 +201,27 @@ def test_output_layers_stay_fp32_under_autocast(tiny_pair):
     assert scores.dtype == torch.float32 and deltas.dtype == torch.float32
     expected_scores, _ = ours.roi_heads.box_predictor(features.bfloat16().float())
     torch.testing.assert_close(scores, expected_scores)
+
+
+def test_weights_cast_once_give_the_same_autocast_outputs(tiny_pair):
+    """Storing the weights in bf16 is what autocast does per call: bit-identical detections."""
+    _, ours, _, image = tiny_pair
+    per_call = optimize_for_inference(copy.deepcopy(ours))
+    keep_output_layers_fp32(per_call)
+    cast_once = copy.deepcopy(per_call)
+    assert cast_weights_for_autocast(cast_once) > 0
+    weights = dict(cast_once.named_parameters())
+    assert weights["backbone.bottom_up.stem.conv1.weight"].dtype == torch.bfloat16
+    assert weights["roi_heads.box_head.fc1.weight"].dtype == torch.bfloat16
+    # The output layers keep their fp32 weights.
+    assert weights["roi_heads.box_predictor.cls_score.weight"].dtype == torch.float32
+    assert weights["roi_heads.mask_head.predictor.weight"].dtype == torch.float32
+    expected = _infer(per_call, image, autocast=True)
+    got = _infer(cast_once, image, autocast=True)
+    assert len(got.boxes) == len(expected.boxes) > 0
+    assert torch.equal(got.boxes, expected.boxes)
+    assert torch.equal(got.scores, expected.scores)
+    assert torch.equal(got.masks, expected.masks)
 
 
 def test_channels_last_model_keeps_outputs():

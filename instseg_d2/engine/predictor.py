@@ -12,7 +12,12 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from ..modeling.optimize import keep_output_layers_fp32, optimize_for_inference, rcnn_inference
+from ..modeling.optimize import (
+    cast_weights_for_autocast,
+    keep_output_layers_fp32,
+    optimize_for_inference,
+    rcnn_inference,
+)
 
 
 def _to_cpu(value):
@@ -52,6 +57,7 @@ class BatchPredictor:
         self.bf16 = bf16
         if bf16:
             keep_output_layers_fp32(self.model)
+            cast_weights_for_autocast(self.model)
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
