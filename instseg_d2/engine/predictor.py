@@ -37,8 +37,9 @@ class BatchPredictor:
     ``optimize`` applies the fp32-exact speed-ups of ``instseg_d2.modeling.optimize`` (frozen BN
     folded into convolutions, channels-last, parallel RoIAlign; outputs equal up to float
     rounding, see BENCHMARKS.md). They are CPU speed-ups: the default ``None`` applies them on
-    CPU only, because on a GPU (an H200, batch 1) they made inference slower, not faster. ``bf16`` runs the network under bf16 autocast with fp32
-    outputs and post-processing (CPU: about 2x faster; small AP change, see BENCHMARKS.md).
+    CPU only, because on a GPU (an H200, batch 1) they made inference slower, not faster.
+    ``bf16`` runs the network under bf16 autocast (fp16 on CUDA) with fp32 outputs and
+    post-processing (CPU: about 2x faster; small AP change, see BENCHMARKS.md).
     """
 
     def __init__(self, cfg: CfgNode, *, optimize: bool | None = None, bf16: bool = False):

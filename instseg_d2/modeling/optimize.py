@@ -37,6 +37,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d as TVFrozenBatchNorm2d
 __all__ = [
     "ParallelROIAlign",
     "autocast_context",
+    "autocast_dtype",
     "cast_weights_for_autocast",
     "compile_backbone",
     "cpu_supports_bf16",
@@ -169,7 +170,7 @@ def _feature_list_to_channels_last(_module: nn.Module, args: tuple) -> tuple:
 
 
 def _features_to_contiguous(_module: nn.Module, _args: tuple, output):
-    # RoIAlign and the RPN head read the FPN maps many times; torchvision's CPU roi_align expects
+    # RoIAlign reads the FPN maps once per pooler and level; torchvision's CPU roi_align expects
     # NCHW and would otherwise copy every level on every call.
     if isinstance(output, dict):
         return type(output)((k, v.contiguous()) for k, v in output.items())
@@ -186,8 +187,9 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """Run the convolutions in channels-last (NHWC) layout, which oneDNN runs faster on CPU.
 
     Converts every conv weight of ``model`` and, for a Detectron2/torchvision R-CNN, feeds the
-    backbone, the RPN head (Detectron2) and the mask head channels-last input. The backbone's feature maps are turned back
-    into NCHW for RoIAlign. In place; exact up to float rounding. Measured effect: BENCHMARKS.md.
+    backbone, the RPN head (Detectron2) and the mask head channels-last input. The backbone's
+    feature maps are turned back into NCHW for RoIAlign. In place; exact up to float rounding.
+    Measured effect: BENCHMARKS.md.
     """
     _channels_last_weights(model)
     backbone = getattr(model, "backbone", None)
@@ -340,13 +342,14 @@ def cast_weights_for_autocast(model: nn.Module) -> int:
     """Store conv, transposed-conv and linear weights in the autocast dtype, for inference.
 
     Under autocast every such layer casts its fp32 weight and bias again on every call (autocast
-    caches the cast only for weights that require grad, and inference weights do not): on 2 CPU
-    cores that was ~30 ms of a ~520 ms bf16 forward pass at 800 px. Casting once gives the values
-    autocast would compute, so outputs are unchanged. Layers kept in fp32 by
-    :func:`keep_output_layers_fp32` (call it first) keep their fp32 weights. In place; returns the
-    number of layers cast. Use the model only under autocast afterwards.
+    caches the cast only for weights that require grad, and inference weights do not). On 2 CPU
+    cores casting once saved ~9 ms of copying in a ~520 ms bf16 forward pass at 800 px (profile
+    in BENCHMARKS.md). It gives the values autocast would compute, so outputs are unchanged.
+    Layers kept in fp32 by :func:`keep_output_layers_fp32` (call it first) keep their fp32
+    weights. In place; returns the number of layers cast. Use the model only under autocast
+    afterwards.
     """
-    dtype = autocast_dtype(model.device if hasattr(model, "device") else "cpu")
+    dtype = autocast_dtype(next(model.parameters()).device)
     kept = {
         m for k in model.modules() if getattr(k, "_instseg_keep_fp32", False) for m in k.modules()
     }
