@@ -286,19 +286,14 @@ def main(argv: list[str] | None = None) -> dict:
         dicts, images = load_test_images(settings.test_dataset, settings.num_images)
         logger.info(f"inference: {len(images)} images x {settings.repeats} at min size {test_size}")
         section, outputs = run_inference(cfg, ours, torchvision_model, settings, images)
-        results["inference"] = {
-            "title": f"per image, shortest edge {test_size}, batch 1, {len(images)} images "
-            f"of {settings.test_dataset} x {settings.repeats}",
-            "rows": section.rows,
-            **section.extra,
-        }
+        results["inference"] = section.to_json(
+            f"per image, shortest edge {test_size}, batch 1, {len(images)} images "
+            f"of {settings.test_dataset} x {settings.repeats}"
+        )
         if "eval" in settings.sections:
             logger.info("eval: COCO evaluation of our predictions")
             section = run_eval(cfg, settings, dicts, outputs)
-            results["eval"] = {
-                "title": f"COCOEvaluator on {len(dicts)} images",
-                "rows": section.rows,
-            }
+            results["eval"] = section.to_json(f"COCOEvaluator on {len(dicts)} images")
         del outputs
     if "train" in settings.sections:
         train_cfg = benchmark_cfg(
@@ -313,31 +308,25 @@ def main(argv: list[str] | None = None) -> dict:
             f"{settings.train_warmup} warm-up + {settings.train_iters} timed steps per variant"
         )
         section = run_training(train_cfg, ours, torchvision_model, settings)
-        results["train"] = {
-            "title": f"SGD step, batch {settings.train_batch}, shortest edge {train_size}, "
-            f"{settings.train_iters} timed steps",
-            "rows": section.rows,
-            **section.extra,
-        }
+        results["train"] = section.to_json(
+            f"SGD step, batch {settings.train_batch}, shortest edge {train_size}, "
+            f"{settings.train_iters} timed steps"
+        )
     if "data" in settings.sections:
         logger.info("data: mapper throughput")
         section = run_data(cfg, settings)
-        results["data"] = {
-            "title": f"{settings.mapper_images} images of {settings.train_dataset}, one process",
-            "rows": section.rows,
-            **section.extra,
-        }
+        results["data"] = section.to_json(
+            f"{settings.mapper_images} images of {settings.train_dataset}, one process"
+        )
     if args.ap_weights:
         ap_cfg = load_config(args.ap_config_file, ["MODEL.WEIGHTS", args.ap_weights])
         ap_cfg.MODEL.DEVICE = settings.device
         dicts, images = load_test_images(settings.test_dataset, settings.num_images)
         logger.info(f"ap: {args.ap_weights} on {len(images)} images, fp32 vs reduced precision")
         section = run_precision_check(ap_cfg, settings, dicts, images)
-        results["ap"] = {
-            "title": f"trained {args.ap_weights}, {len(images)} images of {settings.test_dataset}",
-            "rows": section.rows,
-            **section.extra,
-        }
+        results["ap"] = section.to_json(
+            f"trained {args.ap_weights}, {len(images)} images of {settings.test_dataset}"
+        )
     results["total_s"] = round(time.perf_counter() - start, 1)
     results["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
 

@@ -63,6 +63,10 @@ class SectionResult:
     rows: dict[str, dict] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
+    def to_json(self, title: str) -> dict:
+        """The section as it goes into the benchmark's JSON: title, a row per variant, extras."""
+        return {"title": title, "rows": self.rows, **self.extra}
+
 
 def _low_precision_name(device: str) -> str:
     return "bf16" if torch.device(device).type == "cpu" else "fp16 AMP"
