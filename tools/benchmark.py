@@ -262,13 +262,17 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     start = time.perf_counter()
-    cfg = benchmark_cfg(
-        args.config_file,
-        min_size=test_size,
-        max_size=args.max_size,
-        device=settings.device,
-        opts=opts,
-    )
+
+    def cfg_at(min_size: int):
+        return benchmark_cfg(
+            args.config_file,
+            min_size=min_size,
+            max_size=args.max_size,
+            device=settings.device,
+            opts=opts,
+        )
+
+    cfg = cfg_at(test_size)
     torchvision_model = build_torchvision(cfg)
     ours = build_ours(cfg)
     copy_torchvision_weights(torchvision_model, ours)
@@ -296,13 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
             results["eval"] = section.to_json(f"COCOEvaluator on {len(dicts)} images")
         del outputs
     if "train" in settings.sections:
-        train_cfg = benchmark_cfg(
-            args.config_file,
-            min_size=train_size,
-            max_size=args.max_size,
-            device=settings.device,
-            opts=opts,
-        )
+        train_cfg = cfg_at(train_size)
         logger.info(
             f"train: batch {settings.train_batch} at min size {train_size}, "
             f"{settings.train_warmup} warm-up + {settings.train_iters} timed steps per variant"
