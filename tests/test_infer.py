@@ -184,7 +184,7 @@ def test_batch_predictor_batch_equals_single_images(tiny_run, val_mini):
 
 
 def test_optimized_predictor_keeps_predictions(tiny_run, val_mini):
-    """The default fp32 speed-ups (channels-last, parallel RoIAlign, BN folding where the
+    """The default fp32 speed-ups (channels-last, fast CPU RoIAlign, BN folding where the
     model has frozen BN) change nothing beyond float rounding."""
     from instseg_d2.engine.predictor import BatchPredictor
     from instseg_d2.visualization.inference import setup_inference_cfg

@@ -20,7 +20,6 @@ from instseg_d2.benchmark.models import (
 )
 from instseg_d2.modeling.optimize import (
     FrozenBNConv2d,
-    ParallelROIAlign,
     autocast_context,
     cast_weights_for_autocast,
     compile_backbone,
@@ -28,10 +27,11 @@ from instseg_d2.modeling.optimize import (
     fuse_frozen_batchnorm_for_training,
     keep_output_layers_fp32,
     optimize_for_inference,
-    parallelize_roi_align,
     rcnn_inference,
     to_channels_last,
+    use_cpu_roi_align,
 )
+from instseg_d2.modeling.roi_align import CPUROIAlign
 
 
 def _randomize_frozen_bn(model: nn.Module, seed: int = 0) -> None:
@@ -243,55 +243,16 @@ def test_channels_last_model_keeps_outputs():
     torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-4)
 
 
-def _random_rois(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(n, 2, generator=g) * 40
-    wh = torch.rand(n, 2, generator=g) * 30 + 1
-    return torch.cat([torch.zeros(n, 1), xy, xy + wh], dim=1)
-
-
-def test_parallel_roi_align_is_bit_identical():
-    torch.manual_seed(0)
-    features = torch.randn(1, 16, 24, 24)
-    rois = _random_rois(100)
-    pooler = ROIAlign((7, 7), spatial_scale=0.5, sampling_ratio=0, aligned=True)
-    with torch.inference_mode():
-        expected = pooler(features, rois)
-        actual = ParallelROIAlign(pooler, min_rois_per_thread=8)(features, rois)
-    assert torch.equal(actual, expected)
-
-
-def test_parallel_roi_align_under_bf16_keeps_fp32_boxes():
-    torch.manual_seed(0)
-    features = torch.randn(1, 8, 300, 300)
-    rois = _random_rois(40) * 7  # coordinates where bf16 would round by several pixels
-    rois[:, 0] = 0
-    pooler = ROIAlign((7, 7), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    with torch.inference_mode():
-        expected = pooler(features.bfloat16().float(), rois)
-        with autocast_context("cpu"):
-            actual = ParallelROIAlign(pooler, min_rois_per_thread=8)(features.bfloat16(), rois)
-    assert actual.dtype == torch.bfloat16  # the pooler's output buffer dtype
-    torch.testing.assert_close(actual.float(), expected, rtol=2e-2, atol=2e-2)
-
-
-def test_parallel_roi_align_falls_back_with_gradients():
-    features = torch.randn(1, 4, 16, 16, requires_grad=True)
-    rois = _random_rois(64)
-    pooler = ParallelROIAlign(ROIAlign((7, 7), 1.0, 0, aligned=True), min_rois_per_thread=8)
-    pooler(features, rois).sum().backward()
-    assert features.grad is not None and features.grad.abs().sum() > 0
-
-
-def test_parallelize_roi_align_wraps_every_level(tiny_pair):
+def test_use_cpu_roi_align_wraps_every_level(tiny_pair):
     _, ours, _, _ = tiny_pair
     model = copy.deepcopy(ours)
-    assert parallelize_roi_align(model) == 8  # 4 FPN levels x (box, mask) poolers
-    assert parallelize_roi_align(model) == 8  # idempotent: no double wrapping
+    assert use_cpu_roi_align(model) == 8  # 4 FPN levels x (box, mask) poolers
+    assert use_cpu_roi_align(model) == 8  # idempotent: no double wrapping
     assert all(
-        isinstance(p, ParallelROIAlign) and isinstance(p.roi_align, ROIAlign)
+        isinstance(p, CPUROIAlign) and isinstance(p.roi_align, ROIAlign)
         for p in model.roi_heads.box_pooler.level_poolers
     )
+    assert len(model.roi_heads._forward_pre_hooks) == 1  # the fp32 cast, registered once
 
 
 def test_autocast_context_switches_dtype():

@@ -14,6 +14,7 @@ import instseg_d2.data  # noqa: F401  (registers the datasets)
 from instseg_d2.config import load_config
 from instseg_d2.engine.trainer import Trainer
 from instseg_d2.modeling.optimize import cpu_supports_bf16
+from instseg_d2.modeling.roi_align import CPUROIAlign
 
 
 def _tiny_trainer(tmp_path, *opts: str) -> Trainer:
@@ -45,6 +46,16 @@ def test_optimize_training_switch_sets_channels_last_convs(shared_data, tmp_path
         w.is_contiguous(memory_format=channels_last) and w.shape[-1] > 1
         for w in _conv_weights(off.model)
     )
+
+    # RoIAlign (forward and backward) over all cores, only with the switch.
+    def parallel(model: nn.Module) -> list[bool]:
+        poolers = [
+            *model.roi_heads.box_pooler.level_poolers,
+            *model.roi_heads.mask_pooler.level_poolers,
+        ]
+        return [isinstance(p, CPUROIAlign) for p in poolers]
+
+    assert all(parallel(on.model)) and not any(parallel(off.model))
     # Same parameters and state-dict keys: checkpoints of either load into the other.
     assert on.model.state_dict().keys() == off.model.state_dict().keys()
 

@@ -59,7 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-optimize",
         action="store_true",
-        help="skip the fp32-exact CPU speed-ups (BN folding, channels-last, parallel RoIAlign); "
+        help="skip the fp32-exact CPU speed-ups (BN folding, channels-last, fast CPU RoIAlign); "
         "they are applied on CPU only",
     )
     parser.add_argument(

@@ -33,7 +33,7 @@ from instseg_d2.modeling.optimize import (
 class OursPredictor:
     """Detectron2 inference on one BGR uint8 image, as ``DefaultPredictor`` does it.
 
-    ``optimized`` applies ``optimize_for_inference`` (BN fold, channels-last, parallel RoIAlign;
+    ``optimized`` applies ``optimize_for_inference`` (BN fold, channels-last, fast CPU RoIAlign;
     fp32-exact);
     ``autocast`` adds bf16 (CPU) / fp16 (CUDA) autocast around the network; ``compiled``
     ``torch.compile``s the backbone (the first call compiles).

@@ -113,7 +113,7 @@ def run_inference(
         "ours fp32": OursPredictor(ours, cfg),
     }
     if settings.ablation:
-        no_steps = {"fold_bn": False, "channels_last": False, "parallel_roi_align": False}
+        no_steps = {"fold_bn": False, "channels_last": False, "cpu_roi_align": False}
         for step in no_steps:
             variants[f"ours fp32 +{step} only"] = OursPredictor(
                 ours, cfg, optimized={**no_steps, step: True}
@@ -208,7 +208,7 @@ def run_training(
         "ours fp32": OursTrainStep(ours, cfg, batches),
     }
     if settings.ablation:
-        no_steps = {"channels_last": False, "fuse_frozen_bn": False}
+        no_steps = {"channels_last": False, "fuse_frozen_bn": False, "cpu_roi_align": False}
         for step in no_steps:
             steps[f"ours fp32 +{step} only"] = OursTrainStep(
                 ours, cfg, batches, optimized={**no_steps, step: True}

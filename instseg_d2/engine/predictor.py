@@ -35,7 +35,7 @@ class BatchPredictor:
     coordinates of each original image.
 
     ``optimize`` applies the fp32-exact speed-ups of ``instseg_d2.modeling.optimize`` (frozen BN
-    folded into convolutions, channels-last, parallel RoIAlign; outputs equal up to float
+    folded into convolutions, channels-last, fast CPU RoIAlign; outputs equal up to float
     rounding, see BENCHMARKS.md). They are CPU speed-ups: the default ``None`` applies them on
     CPU only, because on a GPU (an H200, batch 1) they made inference slower, not faster.
     ``bf16`` runs the network under bf16 autocast (fp16 on CUDA) with fp32 outputs and

@@ -7,7 +7,9 @@ Each function changes one thing and says what it costs in exactness:
 - :func:`fuse_frozen_batchnorm_for_training`: exact up to float rounding, gradients included
   (the BN scale is applied to the weight on the fly; for training).
 - :func:`to_channels_last`: exact up to float rounding (a memory layout, not a different math).
-- :func:`parallelize_roi_align`: bit-exact (the same kernel per RoI, RoIs split over threads).
+- :func:`use_cpu_roi_align`: :class:`~instseg_d2.modeling.roi_align.CPUROIAlign`; in training
+  bit-exact, gradients included (torchvision's kernels over all cores); in inference exact up to
+  float rounding (the same taps and weights as an ``embedding_bag``).
 - :func:`autocast_context`, :func:`rcnn_inference`: bf16 autocast on CPU / fp16 AMP on CUDA;
   changes the numbers, so it is checked by AP instead of a tolerance (see BENCHMARKS.md).
   :func:`keep_output_layers_fp32` keeps the score/box/mask output layers in fp32 under it, and
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from detectron2.layers import Conv2d
@@ -34,8 +35,9 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d as TVFrozenBatchNorm2d
 
+from .roi_align import CPUROIAlign, to_fp32_nchw
+
 __all__ = [
-    "ParallelROIAlign",
     "autocast_context",
     "autocast_dtype",
     "cast_weights_for_autocast",
@@ -47,9 +49,9 @@ __all__ = [
     "keep_output_layers_fp32",
     "optimize_for_inference",
     "optimize_for_training",
-    "parallelize_roi_align",
     "rcnn_inference",
     "to_channels_last",
+    "use_cpu_roi_align",
 ]
 
 _FROZEN_BN_TYPES = (D2FrozenBatchNorm2d, TVFrozenBatchNorm2d)
@@ -156,7 +158,7 @@ def _input_to_channels_last(_module: nn.Module, args: tuple) -> tuple:
 
 def _feature_list_to_channels_last(_module: nn.Module, args: tuple) -> tuple:
     # Detectron2's RPN head takes the list of FPN maps; its 3x3 conv over P2 costs about as much
-    # as an FPN output conv.
+    # as an FPN output conv. The maps of a channels-last backbone already are: then a no-op.
     features = args[0]
     if isinstance(features, (list, tuple)):
         features = [
@@ -169,14 +171,6 @@ def _feature_list_to_channels_last(_module: nn.Module, args: tuple) -> tuple:
     return args
 
 
-def _features_to_contiguous(_module: nn.Module, _args: tuple, output):
-    # RoIAlign reads the FPN maps once per pooler and level; torchvision's CPU roi_align expects
-    # NCHW and would otherwise copy every level on every call.
-    if isinstance(output, dict):
-        return type(output)((k, v.contiguous()) for k, v in output.items())
-    return output
-
-
 def _channels_last_weights(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -187,15 +181,15 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """Run the convolutions in channels-last (NHWC) layout, which oneDNN runs faster on CPU.
 
     Converts every conv weight of ``model`` and, for a Detectron2/torchvision R-CNN, feeds the
-    backbone, the RPN head (Detectron2) and the mask head channels-last input. The backbone's
-    feature maps are turned back into NCHW for RoIAlign. In place; exact up to float rounding.
-    Measured effect: BENCHMARKS.md.
+    backbone, the RPN head (Detectron2) and the mask head channels-last input. The feature maps
+    stay channels-last, which is what :class:`~instseg_d2.modeling.roi_align.CPUROIAlign` reads in
+    inference (torchvision's RoIAlign makes them NCHW itself). In place; exact up to float
+    rounding. Measured effect: BENCHMARKS.md.
     """
     _channels_last_weights(model)
     backbone = getattr(model, "backbone", None)
     if backbone is not None:
         backbone.register_forward_pre_hook(_input_to_channels_last)
-        backbone.register_forward_hook(_features_to_contiguous)
     mask_head = getattr(getattr(model, "roi_heads", None), "mask_head", None)
     if isinstance(mask_head, nn.Module):
         mask_head.register_forward_pre_hook(_input_to_channels_last)
@@ -205,69 +199,47 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-_ROI_ALIGN_POOL: ThreadPoolExecutor | None = None
+def _roi_features_to_fp32(_module: nn.Module, args: tuple, kwargs: dict):
+    # The box and the mask pooler both read every FPN map in fp32: cast each map once, not once
+    # per pooler. Detectron2 calls ROIHeads.forward(images, features, proposals, targets).
+    if "features" in kwargs:
+        kwargs = {**kwargs, "features": _features_for_roi_align(kwargs["features"])}
+    elif len(args) > 1:
+        args = (args[0], _features_for_roi_align(args[1]), *args[2:])
+    return args, kwargs
 
 
-def _roi_align_pool() -> ThreadPoolExecutor:
-    global _ROI_ALIGN_POOL
-    if _ROI_ALIGN_POOL is None:
-        _ROI_ALIGN_POOL = ThreadPoolExecutor(
-            max_workers=max(1, torch.get_num_threads()), thread_name_prefix="roi_align"
-        )
-    return _ROI_ALIGN_POOL
+def _features_for_roi_align(features):
+    if not isinstance(features, dict):
+        return features
+    # Training runs torchvision's kernels (NCHW); inference reads the channels-last map as is.
+    training = torch.is_grad_enabled() and any(
+        isinstance(v, torch.Tensor) and v.requires_grad for v in features.values()
+    )
+    convert = to_fp32_nchw if training else (lambda v: v.float())
+    return {
+        k: convert(v) if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
+        for k, v in features.items()
+    }
 
 
-class ParallelROIAlign(nn.Module):
-    """A RoIAlign whose RoIs are split over threads on CPU, for inference.
-
-    torchvision's CPU ``roi_align`` kernel uses one core, and it releases the GIL, so chunks of
-    RoIs pooled in a thread pool use all of them; each RoI's result is computed by the same kernel,
-    so the output is bit-identical. The feature map is cast to fp32 first (what autocast would do
-    for this fp32-only op), which also keeps the box coordinates in fp32: Detectron2's ROIAlign
-    casts the boxes to the feature dtype, and bf16 boxes would be off by up to a few pixels.
-    With gradients (training) it calls the wrapped module unchanged.
-    """
-
-    def __init__(self, roi_align: nn.Module, min_rois_per_thread: int = 16):
-        super().__init__()
-        self.roi_align = roi_align
-        self.min_rois_per_thread = min_rois_per_thread
-
-    def forward(self, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        if input.device.type != "cpu" or (torch.is_grad_enabled() and input.requires_grad):
-            return self.roi_align(input, rois)
-        # The pooler stores the result in a buffer of the feature map's dtype: return that dtype.
-        out_dtype = input.dtype
-        input = input.float()
-        rois = rois.float()
-        chunks = min(torch.get_num_threads(), len(rois) // self.min_rois_per_thread)
-        if chunks < 2:
-            with torch.autocast("cpu", enabled=False):
-                return self.roi_align(input, rois).to(out_dtype)
-        inference = torch.is_inference_mode_enabled()
-
-        def pool(part: torch.Tensor) -> torch.Tensor:
-            # Grad/inference mode and autocast are thread-local: set them as the caller has them.
-            with torch.inference_mode(inference), torch.autocast("cpu", enabled=False):
-                return self.roi_align(input, part)
-
-        parts = list(_roi_align_pool().map(pool, rois.tensor_split(chunks)))
-        return torch.cat(parts).to(out_dtype)
-
-
-def parallelize_roi_align(model: nn.Module) -> int:
+def use_cpu_roi_align(model: nn.Module) -> int:
     """Wrap the level poolers of a Detectron2 model's box and mask ``ROIPooler`` in
-    :class:`ParallelROIAlign`. In place; returns the number of wrapped RoIAlign modules."""
+    :class:`~instseg_d2.modeling.roi_align.CPUROIAlign`, and have its RoI heads cast the FPN maps
+    to fp32 once for both poolers. In place; returns the number of wrapped RoIAlign modules."""
     from detectron2.modeling.poolers import ROIPooler
 
     wrapped = 0
     for module in model.modules():
         if isinstance(module, ROIPooler):
             module.level_poolers = nn.ModuleList(
-                p if isinstance(p, ParallelROIAlign) else ParallelROIAlign(p)
-                for p in module.level_poolers
+                p if isinstance(p, CPUROIAlign) else CPUROIAlign(p) for p in module.level_poolers
             )
             wrapped += len(module.level_poolers)
+    roi_heads = getattr(model, "roi_heads", None)
+    if wrapped and isinstance(roi_heads, nn.Module) and not getattr(roi_heads, "_instseg_fp32", 0):
+        roi_heads.register_forward_pre_hook(_roi_features_to_fp32, with_kwargs=True)
+        roi_heads._instseg_fp32 = True
     return wrapped
 
 
@@ -405,9 +377,14 @@ def compile_backbone(model: nn.Module, *, dynamic: bool = True) -> nn.Module:
 
 
 def optimize_for_training(
-    model: nn.Module, *, channels_last: bool = True, fuse_frozen_bn: bool = True
+    model: nn.Module,
+    *,
+    channels_last: bool = True,
+    fuse_frozen_bn: bool = True,
+    cpu_roi_align: bool = True,
 ) -> nn.Module:
-    """Channels-last convolutions and frozen BatchNorms applied to the conv weights.
+    """Channels-last convolutions, frozen BatchNorms applied to the conv weights, RoIAlign's
+    forward and backward over all cores.
 
     The training speed-ups that keep the training dynamics (same parameters, same gradients up to
     float rounding, same state-dict keys). In place; returns ``model``. Combine with bf16 autocast
@@ -417,6 +394,8 @@ def optimize_for_training(
         fuse_frozen_batchnorm_for_training(model)
     if channels_last:
         to_channels_last(model)
+    if cpu_roi_align:
+        use_cpu_roi_align(model)
     return model
 
 
@@ -425,9 +404,9 @@ def optimize_for_inference(
     *,
     fold_bn: bool = True,
     channels_last: bool = True,
-    parallel_roi_align: bool = True,
+    cpu_roi_align: bool = True,
 ) -> nn.Module:
-    """Eval mode, frozen BN folded, channels-last convs, multi-threaded RoIAlign.
+    """Eval mode, frozen BN folded, channels-last convs, the embedding-bag RoIAlign.
 
     The fp32-exact inference speed-ups (equal outputs up to float rounding).
 
@@ -438,8 +417,8 @@ def optimize_for_inference(
         fold_frozen_batchnorm(model)
     if channels_last:
         to_channels_last(model)
-    if parallel_roi_align:
-        parallelize_roi_align(model)
+    if cpu_roi_align:
+        use_cpu_roi_align(model)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
