@@ -7,9 +7,8 @@ Each function changes one thing and says what it costs in exactness:
 - :func:`fuse_frozen_batchnorm_for_training`: exact up to float rounding, gradients included
   (the BN scale is applied to the weight on the fly; for training).
 - :func:`to_channels_last`: exact up to float rounding (a memory layout, not a different math).
-- :func:`use_cpu_roi_align`: :class:`~instseg_d2.modeling.roi_align.CPUROIAlign`; in training
-  bit-exact, gradients included (torchvision's kernels over all cores); in inference exact up to
-  float rounding (the same taps and weights as an ``embedding_bag``).
+- :func:`use_cpu_roi_align`: :class:`~instseg_d2.modeling.roi_align.CPUROIAlign`, exact up to
+  float rounding, gradients included (torchvision's taps and weights, summed by ``embedding_bag``).
 - :func:`autocast_context`, :func:`rcnn_inference`: bf16 autocast on CPU / fp16 AMP on CUDA;
   changes the numbers, so it is checked by AP instead of a tolerance (see BENCHMARKS.md).
   :func:`keep_output_layers_fp32` keeps the score/box/mask output layers in fp32 under it, and
@@ -35,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d as TVFrozenBatchNorm2d
 
-from .roi_align import CPUROIAlign, to_fp32_nchw
+from .roi_align import CPUROIAlign
 
 __all__ = [
     "autocast_context",
@@ -212,13 +211,8 @@ def _roi_features_to_fp32(_module: nn.Module, args: tuple, kwargs: dict):
 def _features_for_roi_align(features):
     if not isinstance(features, dict):
         return features
-    # Training runs torchvision's kernels (NCHW); inference reads the channels-last map as is.
-    training = torch.is_grad_enabled() and any(
-        isinstance(v, torch.Tensor) and v.requires_grad for v in features.values()
-    )
-    convert = to_fp32_nchw if training else (lambda v: v.float())
     return {
-        k: convert(v) if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
+        k: v.float() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
         for k, v in features.items()
     }
 
@@ -383,8 +377,8 @@ def optimize_for_training(
     fuse_frozen_bn: bool = True,
     cpu_roi_align: bool = True,
 ) -> nn.Module:
-    """Channels-last convolutions, frozen BatchNorms applied to the conv weights, RoIAlign's
-    forward and backward over all cores.
+    """Channels-last convolutions, frozen BatchNorms applied to the conv weights, the
+    embedding-bag RoIAlign (forward and backward).
 
     The training speed-ups that keep the training dynamics (same parameters, same gradients up to
     float rounding, same state-dict keys). In place; returns ``model``. Combine with bf16 autocast

@@ -1,28 +1,28 @@
-"""RoIAlign on the CPU, faster than torchvision's kernels, with the same results.
+"""RoIAlign on the CPU, several times faster than torchvision's kernels, with the same results.
 
 torchvision's CPU ``roi_align`` is a scalar loop over RoIs on one core, and its backward is slower
 still; on 2 cores they took ~15% of a bf16 inference pass and ~35% of a bf16 training step
-(profiles in BENCHMARKS.md). Two replacements, used by :class:`CPUROIAlign`:
+(profiles in BENCHMARKS.md).
 
-- inference: :func:`roi_align_embedding_bag`. RoIAlign is a weighted sum of feature-map rows, 4
-  bilinear taps per sampling point, averaged per bin. On a channels-last map a row is one pixel's
-  channel vector, and ``F.embedding_bag(mode="sum", per_sample_weights=...)`` is PyTorch's
-  vectorized, multi-threaded kernel for exactly "weighted sums of table rows". Same taps and
-  weights as torchvision's kernel, so equal up to float rounding; ~5x faster per call on 2 cores.
-- training: torchvision's own forward and backward kernels, run on parts of the work in a thread
-  pool (they release the GIL), bit-identical to one call.
+RoIAlign is a weighted sum of feature-map pixels: 4 bilinear taps per sampling point, averaged
+over the points of each output bin. On a channels-last map a pixel is one row of an
+``(N*H*W, C)`` table, and ``F.embedding_bag(mode="sum", per_sample_weights=...)`` is PyTorch's
+vectorized, multi-threaded kernel for exactly "weighted sums of table rows". The backward is the
+transposed sum, the same kernel over the output gradient with the taps grouped by pixel. We only
+compute the taps and weights, with torchvision's rules, so the results equal torchvision's up to
+float rounding (tests/test_roi_align.py).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
-__all__ = ["CPUROIAlign", "roi_align_embedding_bag", "to_fp32_nchw"]
+__all__ = ["CPUROIAlign", "roi_align_embedding_bag"]
 
 # Bound the (RoI, bin, tap) index/weight tensors: ~16 bytes per tap.
 _MAX_TAPS_PER_CALL = 4_000_000
@@ -55,32 +55,26 @@ def _axis_taps(
     return index, weight
 
 
-def roi_align_embedding_bag(
-    input: torch.Tensor,
+def _sampling_taps(
     rois: torch.Tensor,
-    output_size: int | tuple[int, int],
+    pooled: tuple[int, int],
     spatial_scale: float,
     sampling_ratio: int,
     aligned: bool,
-) -> torch.Tensor:
-    """``torchvision.ops.roi_align`` computed as ``F.embedding_bag`` over a channels-last map.
+    height: int,
+    width: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """RoIAlign as bags of weighted taps into an ``(N*H*W, C)`` table of pixels.
 
-    ``input`` (N, C, H, W) should be channels-last (then it is read in place; otherwise it is
-    copied once); ``rois`` (K, 5) as ``(batch index, x1, y1, x2, y2)``. Returns (K, C, ph, pw) in
-    ``input``'s dtype, as a channels-last tensor. For inference: autograd works but the backward
-    is slow. Equal to torchvision's kernel up to float rounding (the same taps and weights, summed
-    in another order); adaptive sampling (``sampling_ratio <= 0``) is handled by grouping RoIs
-    with the same sampling grid.
+    Yields ``(roi_ids, index, weight)``: for the RoIs ``roi_ids``, one bag per output bin (RoI,
+    bin y, bin x), each a row of ``index``/``weight`` (4 bilinear taps per sampling point, divided
+    by the number of points). RoIs are grouped by their sampling grid so that every bag of a group
+    has the same size; large groups come in parts. RoIs without sampling points (empty or
+    inverted, with adaptive sampling) are not yielded: they pool to zero.
     """
-    batch, channels, height, width = input.shape
-    pooled_h, pooled_w = _pair(output_size)
-    # (N*H*W, C): one row per pixel; a view when the map is channels-last.
-    table = input.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
-    out = table.new_zeros((len(rois), pooled_h, pooled_w, channels))
     if len(rois) == 0:
-        return out.permute(0, 3, 1, 2)
-
-    rois = rois.to(torch.float32)
+        return
+    pooled_h, pooled_w = pooled
     offset = 0.5 if aligned else 0.0
     x1 = rois[:, 1] * spatial_scale - offset
     y1 = rois[:, 2] * spatial_scale - offset
@@ -91,7 +85,7 @@ def roi_align_embedding_bag(
     bin_w, bin_h = roi_w / pooled_w, roi_h / pooled_h
     if sampling_ratio > 0:
         grid_h = grid_w = torch.full((len(rois),), sampling_ratio, dtype=torch.long)
-    else:  # adaptive; an empty or inverted RoI gets no sampling point and pools to 0
+    else:  # adaptive
         grid_h = torch.ceil(roi_h / pooled_h).long().clamp(min=0)
         grid_w = torch.ceil(roi_w / pooled_w).long().clamp(min=0)
     image_offset = rois[:, 0].long() * (height * width)
@@ -117,133 +111,109 @@ def roi_align_embedding_bag(
                 y_weight[:, :, None, :, :, None, None] * x_weight[:, None, :, None, None, :, :]
             ) / (gh * gw)
             bags = len(part) * pooled_h * pooled_w
-            pooled = F.embedding_bag(
-                index.reshape(bags, taps),
-                table,
-                per_sample_weights=weight.reshape(bags, taps).to(table.dtype),
-                mode="sum",
-            )
-            out[part] = pooled.reshape(len(part), pooled_h, pooled_w, channels)
-    return out.permute(0, 3, 1, 2)
+            yield part, index.reshape(bags, taps), weight.reshape(bags, taps)
 
 
-def to_fp32_nchw(x: torch.Tensor) -> torch.Tensor:
-    """``x.to(torch.float32, memory_format=torch.contiguous_format)``, faster for channels-last.
-
-    A channels-last map is an ``(H*W, C)`` matrix per image; PyTorch's 2-D transpose copy is ~1.6x
-    faster than its generic 4-D layout copy (P2 at 800 px: 17 vs 28 ms in bf16). Exact, and
-    differentiable.
-    """
-    if x.device.type != "cpu" or x.dim() != 4 or x.is_contiguous():
-        return x.float()
-    if not x.is_contiguous(memory_format=torch.channels_last):
-        return x.to(torch.float32, memory_format=torch.contiguous_format)
-    n, c, h, w = x.shape
-    out = x.new_empty((n, c, h * w), dtype=torch.float32)
-    for image, rows in enumerate(x.permute(0, 2, 3, 1).reshape(n, h * w, c)):
-        out[image].copy_(rows.t().contiguous())
-    return out.reshape(n, c, h, w)
+def _pixel_table(input: torch.Tensor) -> torch.Tensor:
+    # (N*H*W, C): one row per pixel; a view when the map is channels-last.
+    batch, channels, height, width = input.shape
+    return input.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
 
 
-_THREAD_POOL: ThreadPoolExecutor | None = None
-
-
-def _thread_pool() -> ThreadPoolExecutor:
-    global _THREAD_POOL
-    if _THREAD_POOL is None:
-        _THREAD_POOL = ThreadPoolExecutor(
-            max_workers=max(1, torch.get_num_threads()), thread_name_prefix="roi_align"
-        )
-    return _THREAD_POOL
-
-
-class _ThreadedROIAlignFunction(torch.autograd.Function):
-    """torchvision's CPU RoIAlign kernels over the thread pool, with their own backward.
-
-    Forward: RoIs split into ``chunks`` parts. Backward: the gradient split by channels, so each
-    thread writes its own channels of the input gradient and no sum is reordered. Each output and
-    gradient element is computed by the same kernel in the same order as one call would: the
-    results are bit-identical, only spread over the cores.
-    """
+class _EmbeddingBagROIAlign(torch.autograd.Function):
+    """Forward: one ``embedding_bag`` per group of RoIs. Backward: the transposed sum, also an
+    ``embedding_bag``: each pixel's gradient is the weighted sum of the output-bin gradients that
+    read it, with the taps sorted by pixel to form one bag per pixel."""
 
     @staticmethod
-    def forward(ctx, input, rois, spatial_scale, output_size, sampling_ratio, aligned, chunks):
-        ctx.save_for_backward(rois)
-        ctx.params = (spatial_scale, output_size, sampling_ratio, aligned)
+    def forward(ctx, input, rois, output_size, spatial_scale, sampling_ratio, aligned):
+        batch, channels, height, width = input.shape
+        table = _pixel_table(input)
+        pooled_h, pooled_w = output_size
+        out = table.new_zeros((len(rois), pooled_h, pooled_w, channels))
+        bins = pooled_h * pooled_w
+        saved = []
+        for roi_ids, index, weight in _sampling_taps(
+            rois, output_size, spatial_scale, sampling_ratio, aligned, height, width
+        ):
+            pooled = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+            out[roi_ids] = pooled.reshape(len(roi_ids), pooled_h, pooled_w, channels)
+            if ctx.needs_input_grad[0]:
+                out_bin = roi_ids[:, None] * bins + torch.arange(bins)
+                saved.append((index, weight, out_bin.reshape(-1, 1).expand_as(index)))
         ctx.input_shape = input.shape
-        inference = torch.is_inference_mode_enabled()
-
-        def pool(part: torch.Tensor) -> torch.Tensor:
-            # Grad/inference mode and autocast are thread-local: a worker starts with grad on.
-            with torch.inference_mode(inference), torch.no_grad():
-                return torch.ops.torchvision.roi_align(
-                    input, part, spatial_scale, *output_size, sampling_ratio, aligned
-                )
-
-        if chunks < 2:
-            return pool(rois)
-        return torch.cat(list(_thread_pool().map(pool, rois.tensor_split(chunks))))
+        ctx.saved = saved
+        return out.permute(0, 3, 1, 2)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        (rois,) = ctx.saved_tensors
-        spatial_scale, (pooled_h, pooled_w), sampling_ratio, aligned = ctx.params
         batch, channels, height, width = ctx.input_shape
+        pixels = batch * height * width
+        if not ctx.saved:
+            return grad_output.new_zeros(ctx.input_shape), None, None, None, None, None
+        index, weight, out_bin = (
+            torch.cat([t[i].reshape(-1) for t in ctx.saved]) for i in range(3)
+        )
+        ctx.saved = None
+        grad_bins = grad_output.permute(0, 2, 3, 1).reshape(-1, channels)
+        order = torch.argsort(index)
+        counts = torch.bincount(index, minlength=pixels)
+        grad_table = F.embedding_bag(
+            out_bin[order],
+            grad_bins,
+            torch.cumsum(counts, 0) - counts,
+            per_sample_weights=weight[order],
+            mode="sum",
+        )
+        grad_input = grad_table.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        return grad_input, None, None, None, None, None
 
-        def unpool(grad: torch.Tensor) -> torch.Tensor:
-            return torch.ops.torchvision._roi_align_backward(
-                grad, rois, spatial_scale, pooled_h, pooled_w,
-                batch, grad.shape[1], height, width, sampling_ratio, aligned,
-            )  # fmt: skip
 
-        parts = min(torch.get_num_threads(), channels)
-        if parts < 2:
-            grad_input = unpool(grad_output)
-        else:
-            grads = _thread_pool().map(unpool, grad_output.tensor_split(parts, dim=1))
-            grad_input = torch.cat(list(grads), dim=1)
-        return grad_input, None, None, None, None, None, None
+def roi_align_embedding_bag(
+    input: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> torch.Tensor:
+    """``torchvision.ops.roi_align``, computed with ``F.embedding_bag`` on a channels-last map.
+
+    ``input`` (N, C, H, W) should be channels-last (then it is read in place; otherwise it is
+    copied once); ``rois`` (K, 5) as ``(batch index, x1, y1, x2, y2)``. Returns (K, C, ph, pw) in
+    ``input``'s dtype, as a channels-last tensor; differentiable w.r.t. ``input``, with its
+    gradient channels-last too. Equal to torchvision's kernels up to float rounding: the same
+    taps and weights, summed in another order.
+    """
+    return _EmbeddingBagROIAlign.apply(
+        input, rois.detach().float(), _pair(output_size), spatial_scale, sampling_ratio, aligned
+    )
 
 
 class CPUROIAlign(nn.Module):
-    """A Detectron2 ``ROIAlign`` that runs faster on the CPU, in inference and in training.
+    """A Detectron2 ``ROIAlign`` that runs :func:`roi_align_embedding_bag` on the CPU.
 
-    Inference (no gradient): :func:`roi_align_embedding_bag`, equal up to float rounding.
-    Training: torchvision's kernels over all cores (``_ThreadedROIAlignFunction``), bit-identical.
-    Either way it pools in fp32 (what autocast does for this fp32-only op), which also keeps the
-    box coordinates in fp32: Detectron2's ROIAlign casts the boxes to the feature dtype, and bf16
+    It pools in fp32 (what autocast does for this fp32-only op), which also keeps the box
+    coordinates in fp32: Detectron2's ROIAlign casts the boxes to the feature dtype, and bf16
     boxes would be off by up to a few pixels. The result has the input's dtype, as the pooler's
     output buffer does. Off the CPU it calls the wrapped module.
     """
 
-    def __init__(self, roi_align: nn.Module, min_rois_per_thread: int = 16):
+    def __init__(self, roi_align: nn.Module):
         super().__init__()
         self.roi_align = roi_align
-        self.min_rois_per_thread = min_rois_per_thread
 
     def forward(self, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         if input.device.type != "cpu" or input.is_quantized:
             return self.roi_align(input, rois)
-        output_size = _pair(self.roi_align.output_size)
-        if len(rois) == 0:  # ROIPooler calls every level, most levels get no RoI in inference
-            return input.new_zeros((0, input.shape[1], *output_size))
-        params = (self.roi_align.spatial_scale, output_size, self.roi_align.sampling_ratio)
-        rois = rois.detach().float()
         with torch.autocast("cpu", enabled=False):
-            if torch.is_grad_enabled() and input.requires_grad:
-                chunks = min(torch.get_num_threads(), len(rois) // self.min_rois_per_thread)
-                pooled = _ThreadedROIAlignFunction.apply(
-                    to_fp32_nchw(input), rois, *params, self.roi_align.aligned, chunks
-                )
-            else:
-                spatial_scale, _, sampling_ratio = params
-                pooled = roi_align_embedding_bag(
-                    input.float(),
-                    rois,
-                    output_size,
-                    spatial_scale,
-                    sampling_ratio,
-                    self.roi_align.aligned,
-                )
+            pooled = roi_align_embedding_bag(
+                input.float(),
+                rois,
+                self.roi_align.output_size,
+                self.roi_align.spatial_scale,
+                self.roi_align.sampling_ratio,
+                self.roi_align.aligned,
+            )
         return pooled.to(input.dtype)
