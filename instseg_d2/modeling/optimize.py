@@ -199,8 +199,10 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
 
 def _roi_features_to_fp32(_module: nn.Module, args: tuple, kwargs: dict):
-    # The box and the mask pooler both read every FPN map in fp32: cast each map once, not once
-    # per pooler. Detectron2 calls ROIHeads.forward(images, features, proposals, targets).
+    # The box and the mask pooler both read every FPN map as an fp32 channels-last table (see
+    # CPUROIAlign): convert each map once here, not once per pooler. A no-op for the fp32
+    # channels-last maps of an optimized model. Detectron2 calls
+    # ROIHeads.forward(images, features, proposals, targets).
     if "features" in kwargs:
         kwargs = {**kwargs, "features": _features_for_roi_align(kwargs["features"])}
     elif len(args) > 1:
@@ -212,15 +214,17 @@ def _features_for_roi_align(features):
     if not isinstance(features, dict):
         return features
     return {
-        k: v.float() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
+        k: v.to(torch.float32, memory_format=torch.channels_last)
+        if isinstance(v, torch.Tensor) and v.device.type == "cpu" and v.dim() == 4
+        else v
         for k, v in features.items()
     }
 
 
 def use_cpu_roi_align(model: nn.Module) -> int:
     """Wrap the level poolers of a Detectron2 model's box and mask ``ROIPooler`` in
-    :class:`~instseg_d2.modeling.roi_align.CPUROIAlign`, and have its RoI heads cast the FPN maps
-    to fp32 once for both poolers. In place; returns the number of wrapped RoIAlign modules."""
+    :class:`~instseg_d2.modeling.roi_align.CPUROIAlign`, and have its RoI heads make the FPN maps
+    fp32 channels-last once for both poolers. In place; returns the number of wrapped RoIAlign modules."""
     from detectron2.modeling.poolers import ROIPooler
 
     wrapped = 0
