@@ -155,21 +155,6 @@ def _input_to_channels_last(_module: nn.Module, args: tuple) -> tuple:
     return args
 
 
-def _feature_list_to_channels_last(_module: nn.Module, args: tuple) -> tuple:
-    # Detectron2's RPN head takes the list of FPN maps; its 3x3 conv over P2 costs about as much
-    # as an FPN output conv. The maps of a channels-last backbone already are: then a no-op.
-    features = args[0]
-    if isinstance(features, (list, tuple)):
-        features = [
-            f.contiguous(memory_format=torch.channels_last)
-            if isinstance(f, torch.Tensor) and f.dim() == 4
-            else f
-            for f in features
-        ]
-        return (features, *args[1:])
-    return args
-
-
 def _channels_last_weights(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -180,8 +165,8 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """Run the convolutions in channels-last (NHWC) layout, which oneDNN runs faster on CPU.
 
     Converts every conv weight of ``model`` and, for a Detectron2/torchvision R-CNN, feeds the
-    backbone, the RPN head (Detectron2) and the mask head channels-last input. The feature maps
-    stay channels-last, which is what :class:`~instseg_d2.modeling.roi_align.CPUROIAlign` reads in
+    backbone and the mask head channels-last input. The backbone's feature maps come out
+    channels-last, which is what the RPN head's convs and :class:`~instseg_d2.modeling.roi_align.CPUROIAlign` reads in
     inference (torchvision's RoIAlign makes them NCHW itself). In place; exact up to float
     rounding. Measured effect: BENCHMARKS.md.
     """
@@ -192,22 +177,17 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     mask_head = getattr(getattr(model, "roi_heads", None), "mask_head", None)
     if isinstance(mask_head, nn.Module):
         mask_head.register_forward_pre_hook(_input_to_channels_last)
-    rpn_head = getattr(getattr(model, "proposal_generator", None), "rpn_head", None)
-    if isinstance(rpn_head, nn.Module):
-        rpn_head.register_forward_pre_hook(_feature_list_to_channels_last)
     return model
 
 
-def _roi_features_to_fp32(_module: nn.Module, args: tuple, kwargs: dict):
+def _roi_features_to_fp32(_module: nn.Module, args: tuple) -> tuple:
     # The box and the mask pooler both read every FPN map as an fp32 channels-last table (see
     # CPUROIAlign): convert each map once here, not once per pooler. A no-op for the fp32
     # channels-last maps of an optimized model. Detectron2 calls
-    # ROIHeads.forward(images, features, proposals, targets).
-    if "features" in kwargs:
-        kwargs = {**kwargs, "features": _features_for_roi_align(kwargs["features"])}
-    elif len(args) > 1:
-        args = (args[0], _features_for_roi_align(args[1]), *args[2:])
-    return args, kwargs
+    # ROIHeads.forward(images, features, proposals, targets) with positional arguments.
+    if len(args) > 1:
+        return (args[0], _features_for_roi_align(args[1]), *args[2:])
+    return args
 
 
 def _features_for_roi_align(features):
@@ -224,7 +204,8 @@ def _features_for_roi_align(features):
 def use_cpu_roi_align(model: nn.Module) -> int:
     """Wrap the level poolers of a Detectron2 model's box and mask ``ROIPooler`` in
     :class:`~instseg_d2.modeling.roi_align.CPUROIAlign`, and have its RoI heads make the FPN maps
-    fp32 channels-last once for both poolers. In place; returns the number of wrapped RoIAlign modules."""
+    fp32 channels-last once for both poolers. In place; returns the number of wrapped RoIAlign
+    modules."""
     from detectron2.modeling.poolers import ROIPooler
 
     wrapped = 0
@@ -236,7 +217,7 @@ def use_cpu_roi_align(model: nn.Module) -> int:
             wrapped += len(module.level_poolers)
     roi_heads = getattr(model, "roi_heads", None)
     if wrapped and isinstance(roi_heads, nn.Module) and not getattr(roi_heads, "_instseg_fp32", 0):
-        roi_heads.register_forward_pre_hook(_roi_features_to_fp32, with_kwargs=True)
+        roi_heads.register_forward_pre_hook(_roi_features_to_fp32)
         roi_heads._instseg_fp32 = True
     return wrapped
 
