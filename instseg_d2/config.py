@@ -56,9 +56,10 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # bf16 autocast for CPU training (SOLVER.AMP.ENABLED covers CUDA); ignored, with a warning,
     # on CPUs without native bf16.
     cfg.INSTSEG.CPU_BF16 = False
-    # Channels-last convolutions and frozen BatchNorms applied to the conv weights during
-    # training (instseg_d2.modeling.optimize.optimize_for_training): same parameters, gradients
-    # and checkpoints, less time per step (BENCHMARKS.md).
+    # Channels-last convolutions, frozen BatchNorms applied to the conv weights and the CPU
+    # RoIAlign during training (instseg_d2.modeling.optimize.optimize_for_training): same
+    # parameters, gradients up to float rounding and checkpoints, less time per step
+    # (BENCHMARKS.md).
     cfg.INSTSEG.OPTIMIZE_TRAINING = True
     # Write metrics.json / TensorBoard / the console every this many iterations (Detectron2: 20).
     cfg.INSTSEG.LOG_PERIOD = 20

@@ -21,11 +21,10 @@ from torch import nn
 from instseg_d2.benchmark.compare import Detections
 from instseg_d2.modeling.optimize import (
     autocast_context,
-    cast_weights_for_autocast,
     compile_backbone,
-    keep_output_layers_fp32,
     optimize_for_inference,
     optimize_for_training,
+    prepare_for_autocast_inference,
     rcnn_inference,
 )
 
@@ -54,8 +53,7 @@ class OursPredictor:
         if compiled:
             compile_backbone(self.model)
         if autocast:
-            keep_output_layers_fp32(self.model)
-            cast_weights_for_autocast(self.model)
+            prepare_for_autocast_inference(self.model)
         self.autocast = autocast
         self.resize = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST

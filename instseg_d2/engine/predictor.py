@@ -13,9 +13,8 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..modeling.optimize import (
-    cast_weights_for_autocast,
-    keep_output_layers_fp32,
     optimize_for_inference,
+    prepare_for_autocast_inference,
     rcnn_inference,
 )
 
@@ -57,8 +56,7 @@ class BatchPredictor:
             optimize_for_inference(self.model)
         self.bf16 = bf16
         if bf16:
-            keep_output_layers_fp32(self.model)
-            cast_weights_for_autocast(self.model)
+            prepare_for_autocast_inference(self.model)
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )

@@ -13,7 +13,8 @@ Each function changes one thing and says what it costs in exactness:
   changes the numbers, so it is checked by AP instead of a tolerance (see BENCHMARKS.md).
   :func:`keep_output_layers_fp32` keeps the score/box/mask output layers in fp32 under it, and
   :func:`cast_weights_for_autocast` stores the other weights in the autocast dtype once (the
-  same values autocast would cast them to on every call).
+  same values autocast would cast them to on every call); :func:`prepare_for_autocast_inference`
+  does both.
 - :func:`optimize_for_inference`: the fp32-exact set above, in one call.
 - :func:`compile_backbone`: ``torch.compile`` (Inductor, frozen weights) of the backbone, as an
   option: a one-off compile time for a faster steady state, same outputs.
@@ -48,6 +49,7 @@ __all__ = [
     "keep_output_layers_fp32",
     "optimize_for_inference",
     "optimize_for_training",
+    "prepare_for_autocast_inference",
     "rcnn_inference",
     "to_channels_last",
     "use_cpu_roi_align",
@@ -313,6 +315,15 @@ def cast_weights_for_autocast(model: nn.Module) -> int:
             module.bias.data = module.bias.data.to(dtype)
         cast += 1
     return cast
+
+
+def prepare_for_autocast_inference(model: nn.Module) -> nn.Module:
+    """:func:`keep_output_layers_fp32`, then :func:`cast_weights_for_autocast`, in that order
+    (the cast skips the layers kept in fp32). For a model that will run only under autocast.
+    In place; returns ``model``."""
+    keep_output_layers_fp32(model)
+    cast_weights_for_autocast(model)
+    return model
 
 
 def rcnn_inference(model: nn.Module, batched_inputs: list[dict], *, autocast: bool = False) -> list:
