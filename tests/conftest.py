@@ -1,26 +1,81 @@
-"""Shared test set-up: the real datasets in ../shared/data are the DETECTRON2_DATASETS root."""
+"""Shared test set-up: where the real datasets are, the tiny training run, no network.
+
+The real datasets (Penn-Fudan, balloon) are read from ``$DETECTRON2_DATASETS`` when it is set,
+else from ``../shared/data`` beside the checkout. A test that needs one of them takes its fixture
+(``pennfudan_data``, ``balloon_data``, or ``shared_data`` for both) and is skipped, with the
+reason, when that dataset is missing, except where the data is expected
+(``INSTSEG_D2_REQUIRE_DATA=1``, set by ``.ci/run``): there a missing dataset fails the test.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("INSTSEG_D2_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+DATA_ROOT = Path(os.environ.get("DETECTRON2_DATASETS") or REPO_ROOT.parent / "shared" / "data")
+REQUIRE_DATA = os.environ.get("INSTSEG_D2_REQUIRE_DATA", "") not in ("", "0")
 
 # Set before any test imports instseg_d2.data, which registers the builtin datasets from it.
-os.environ.setdefault("DETECTRON2_DATASETS", str(SHARED_DATA))
+os.environ["DETECTRON2_DATASETS"] = str(DATA_ROOT)
 # Two cores: keep torch from oversubscribing them when tests run subprocesses.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def _dataset(folder: str) -> Path:
+    if not (DATA_ROOT / folder).is_dir():
+        message = f"{folder} not found under {DATA_ROOT} (DETECTRON2_DATASETS)"
+        if REQUIRE_DATA:
+            pytest.fail(f"{message}, and INSTSEG_D2_REQUIRE_DATA is set")
+        pytest.skip(message)
+    return DATA_ROOT
+
+
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not (SHARED_DATA / "PennFudanPed").is_dir() or not (SHARED_DATA / "balloon").is_dir():
-        pytest.skip(f"real datasets not found under {SHARED_DATA}")
-    return SHARED_DATA
+def pennfudan_data() -> Path:
+    """The dataset root, which holds PennFudanPed/."""
+    return _dataset("PennFudanPed")
+
+
+@pytest.fixture(scope="session")
+def balloon_data() -> Path:
+    """The dataset root, which holds balloon/."""
+    return _dataset("balloon")
+
+
+@pytest.fixture(scope="session")
+def shared_data(pennfudan_data, balloon_data) -> Path:
+    """The dataset root, for tests that need both datasets."""
+    return DATA_ROOT
+
+
+def _is_loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if not isinstance(host, str):
+        return True  # AF_UNIX paths and the like
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: would need DNS, i.e. the network
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """No test reaches the network: a connection to anything but this machine fails at once."""
+    connect = socket.socket.connect
+
+    def guarded_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+            raise OSError(f"tests may not reach the network (connect to {address!r})")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +105,7 @@ TINY_TRAIN_OPTS = (
 
 
 @pytest.fixture(scope="session")
-def train_net_command(repo_root, shared_data):
+def train_net_command(repo_root, pennfudan_data):
     """``train_net_command(output_dir, *opts, flags=())`` -> argv of a tiny CPU training run:
     ``flags`` such as ``("--resume",)`` go before, ``KEY VALUE`` opts after the tiny settings."""
 
