@@ -16,8 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works from a checkout, uninstalled
 
 from instseg_d2.data.prepare import BALLOON, prepare_cli  # noqa: E402
+from instseg_d2.utils.cli import run_tool  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parent / "balloon.sha256"
 
 if __name__ == "__main__":
-    sys.exit(prepare_cli(BALLOON, MANIFEST, __doc__))
+    sys.exit(run_tool(lambda argv: prepare_cli(BALLOON, MANIFEST, __doc__, argv)))

@@ -18,11 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
+from pathlib import Path
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
+
+from .utils.atomic import atomic_write, atomic_write_with
+from .utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -30,29 +33,12 @@ logger = logging.getLogger(__name__)
 REMOTE_PREFIXES = ("detectron2://", "catalog://", "http://", "https://")
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """``MODEL.WEIGHTS`` names remote weights that cannot be downloaded (e.g. no internet)."""
 
 
-class UnsafeCheckpointError(RuntimeError):
+class UnsafeCheckpointError(UserError, RuntimeError):
     """A ``.pth`` file holds objects other than tensors and plain containers."""
-
-
-def _atomic_write(path: str, write) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, then move it onto ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave the temp file behind.
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def non_finite_parameters(model: torch.nn.Module) -> list[str]:
@@ -85,12 +71,12 @@ class AtomicCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        atomic_write_with(save_file, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         save_file = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(save_file, lambda f: f.write(last_filename_basename.encode()))
+        atomic_write(save_file, last_filename_basename)
 
     def _torch_load(self, f: str):
         # .pth (ours, or torchvision-style state dicts): tensors and containers only.
@@ -135,3 +121,22 @@ def resolve_weights(weights: str) -> str:
     if not os.path.isfile(local):
         raise WeightsUnavailableError(f"MODEL.WEIGHTS {weights}: no such file")
     return local
+
+
+# What a training run leaves, in the order a tool should prefer it when no weights are named.
+RUN_WEIGHTS = ("model_final.pth",)
+
+
+def find_run_weights(run_dir: str | os.PathLike) -> Path | None:
+    """The weights a run folder holds: ``model_final.pth``, else the checkpoint that
+    ``last_checkpoint`` names (an unfinished run), else None."""
+    run_dir = Path(run_dir)
+    for name in RUN_WEIGHTS:
+        if (run_dir / name).is_file():
+            return run_dir / name
+    last = run_dir / "last_checkpoint"
+    if last.is_file():
+        candidate = run_dir / last.read_text(encoding="utf-8").strip()
+        if candidate.is_file():
+            return candidate
+    return None

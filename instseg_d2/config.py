@@ -7,11 +7,16 @@ so no model-zoo file is copied into this repository.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 
+import yaml
 from detectron2 import model_zoo
 from detectron2.config import CfgNode as D2CfgNode
 from detectron2.config import get_cfg
+
+from .utils.errors import ConfigError
 
 MODEL_ZOO_PREFIX = "model_zoo://"
 
@@ -40,6 +45,9 @@ class CfgNode(D2CfgNode):
 
 def add_instseg_config(cfg: D2CfgNode) -> None:
     """Add this project's keys (all under ``cfg.INSTSEG``) with their defaults."""
+    # The dataset mapper of every loader (training, validation loss, evaluation), from
+    # instseg_d2.data.dataset_mapper.MAPPER_REGISTRY, as Mask2Former selects its mappers.
+    cfg.INPUT.DATASET_MAPPER_NAME = "InstSegDatasetMapper"
     # Same node class as ``cfg``: yacs refuses to merge a YAML section into a node of another class.
     cfg.INSTSEG = type(cfg)()
     # Metric watched by BestCheckpointer and early stopping, as named in metrics.json.
@@ -75,11 +83,64 @@ def get_instseg_cfg() -> CfgNode:
     return cfg
 
 
-def load_config(config_file: str, opts: list[str] | None = None) -> CfgNode:
-    """Defaults, then ``config_file``, then ``KEY VALUE`` overrides; not frozen."""
+def config_keys(cfg: D2CfgNode, prefix: str = "") -> list[str]:
+    """Every leaf key of ``cfg`` as a dotted name (``SOLVER.MAX_ITER``)."""
+    keys = []
+    for name, value in cfg.items():
+        full = f"{prefix}{name}"
+        keys += config_keys(value, f"{full}.") if isinstance(value, D2CfgNode) else [full]
+    return keys
+
+
+def unknown_key_message(key: str, cfg: D2CfgNode) -> str:
+    """``unknown config key X`` with the closest existing keys, e.g. for ``SOLVER.MAX_ITR``."""
+    close = difflib.get_close_matches(key, config_keys(cfg), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"unknown config key {key}{hint}"
+
+
+def _check_override_keys(cfg: D2CfgNode, opts: list[str]) -> None:
+    if len(opts) % 2:
+        raise ConfigError(
+            f"config overrides come in KEY VALUE pairs, got {len(opts)} words: {opts}"
+        )
+    for key in opts[0::2]:
+        node = cfg
+        for part in key.split("."):
+            if not isinstance(node, D2CfgNode) or part not in node:
+                raise ConfigError(f"override {key}: {unknown_key_message(key, cfg)}")
+            node = node[part]
+
+
+def load_config(config_file: str | os.PathLike, opts: list[str] | None = None) -> CfgNode:
+    """Defaults, then ``config_file``, then ``KEY VALUE`` overrides; not frozen.
+
+    Raises :class:`~instseg_d2.utils.errors.ConfigError` naming the file or override for a missing
+    file, invalid YAML, an unknown key (with the closest existing keys) or a value of the wrong type.
+    """
+    config_file = os.fspath(config_file)
+    opts = [str(v) for v in (opts or [])]
     cfg = get_instseg_cfg()
     if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file not found: {config_file}")
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or []))
+        raise ConfigError(f"{config_file}: config file not found")
+    try:
+        cfg.merge_from_file(config_file)
+    except KeyError as exc:
+        match = re.search(r"Non-existent config key: ([A-Za-z0-9_.]+)", str(exc))
+        if match is None:
+            raise ConfigError(f"{config_file}: {exc.args[0] if exc.args else exc}") from None
+        raise ConfigError(
+            f"{config_file} (or a _BASE_ it inherits): {unknown_key_message(match.group(1), cfg)}"
+        ) from None
+    except (ValueError, AssertionError) as exc:  # yacs: type mismatch, bad _BASE_, version
+        raise ConfigError(f"{config_file}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_file}: not valid YAML ({exc})") from None
+    except FileNotFoundError as exc:  # a _BASE_ that does not exist
+        raise ConfigError(f"{config_file}: {exc}") from None
+    _check_override_keys(cfg, opts)
+    try:
+        cfg.merge_from_list(opts)
+    except (ValueError, AssertionError, KeyError) as exc:
+        raise ConfigError(f"config overrides {' '.join(opts)}: {exc}") from None
     return cfg

@@ -98,7 +98,7 @@ def tiny_run(request, tmp_path_factory) -> Path:
     return run_dir(request, tmp_path_factory)
 
 
-def test_compare_tool_writes_panels_three_images_wide(tiny_run, shared_data, tmp_path):
+def test_compare_tool_writes_panels_three_images_wide(tiny_run, pennfudan_data, tmp_path):
     from detectron2.data import DatasetCatalog
 
     import instseg_d2.data  # noqa: F401

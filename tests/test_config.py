@@ -10,6 +10,7 @@ from detectron2.data import DatasetCatalog
 
 import instseg_d2.data  # noqa: F401  (registers the datasets the configs name)
 from instseg_d2.config import add_instseg_config, get_instseg_cfg, load_config
+from instseg_d2.utils.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ZOO = "COCO-InstanceSegmentation/{}.yaml"
@@ -101,11 +102,9 @@ def test_add_instseg_config_on_a_plain_detectron2_cfg():
 def test_unknown_model_zoo_base_and_missing_file_are_clear_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text('_BASE_: "model_zoo://COCO-InstanceSegmentation/no_such_model.yaml"\n')
-    with pytest.raises(
-        FileNotFoundError, match="no_such_model.yaml: not a config of the installed"
-    ):
+    with pytest.raises(ConfigError, match="no_such_model.yaml: not a config of the installed"):
         load_config(str(bad))
-    with pytest.raises(FileNotFoundError, match="config file not found: .*missing.yaml"):
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
         load_config(str(tmp_path / "missing.yaml"))
 
 
@@ -113,5 +112,10 @@ def test_unknown_key_names_the_key(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text('_BASE_: "model_zoo://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"\n'
                    "SOLVER:\n  MAX_ITERS: 5\n")  # fmt: skip
-    with pytest.raises(KeyError, match="MAX_ITERS"):
+    with pytest.raises(
+        ConfigError, match="unknown config key SOLVER.MAX_ITERS; did you mean SOLVER.MAX_ITER"
+    ):
         load_config(str(bad))
+    with pytest.raises(ConfigError, match="override SOLVER.BASE_RL: unknown config key"):
+        load_config(Path(__file__).resolve().parents[1] / "configs/PennFudan/mask_rcnn_R_18_FPN_gn_scratch_cpu.yaml",
+                    ["SOLVER.BASE_RL", "1"])  # fmt: skip

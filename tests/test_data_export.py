@@ -126,7 +126,7 @@ def test_visualize_data(tmp_path, shared_data, source):
         str(config),
         "--source",
         source,
-        "--output-dir",
+        "--output",
         str(out),
         "--num-images",
         "2",

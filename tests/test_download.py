@@ -234,5 +234,5 @@ def test_prepare_script_copies_and_verifies_real_balloon(tmp_path, shared_data, 
     assert prepare_cli(BALLOON, manifest, "", ["--root", str(tmp_path)]) == 0  # no download
     assert "already prepared and verified" in capsys.readouterr().out
     (tmp_path / "balloon/val/via_region_data.json").write_text("{}")
-    with pytest.raises(SystemExit, match=r"^prepare balloon: .*rerun with --force"):
+    with pytest.raises(PrepareError, match=r"rerun with --force"):
         prepare_cli(BALLOON, manifest, "", ["--root", str(tmp_path)])

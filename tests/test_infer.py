@@ -35,7 +35,7 @@ def tiny_run(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def val_mini(shared_data) -> list[dict]:
+def val_mini(pennfudan_data) -> list[dict]:
     from detectron2.data import DatasetCatalog
 
     import instseg_d2.data  # noqa: F401  (registers the datasets)
@@ -158,15 +158,17 @@ def test_nothing_readable_exits_nonzero(tiny_run, tmp_path):
     folder.mkdir()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     assert _infer(tiny_run, [str(folder)], tmp_path / "out") == 1
-    with pytest.raises(SystemExit, match="no input image found"):
+    from instseg_d2.engine.inference import NoInputError
+
+    with pytest.raises(NoInputError, match="no input image found"):
         _infer(tiny_run, [str(tmp_path / "missing" / "*.png")], tmp_path / "out2")
 
 
 def test_batch_predictor_batch_equals_single_images(tiny_run, val_mini):
+    from instseg_d2.engine.defaults import setup_inference_config
     from instseg_d2.engine.predictor import BatchPredictor
-    from instseg_d2.visualization.inference import setup_inference_cfg
 
-    cfg = setup_inference_cfg(
+    cfg = setup_inference_config(
         str(tiny_run / "config.yaml"), FAST_TEST_OPTS, str(tiny_run / "model_final.pth"), 0.0
     )
     predictor = BatchPredictor(cfg)
@@ -186,10 +188,10 @@ def test_batch_predictor_batch_equals_single_images(tiny_run, val_mini):
 def test_optimized_predictor_keeps_predictions(tiny_run, val_mini):
     """The default fp32 speed-ups (channels-last, fast CPU RoIAlign, BN folding where the
     model has frozen BN) change nothing beyond float rounding."""
+    from instseg_d2.engine.defaults import setup_inference_config
     from instseg_d2.engine.predictor import BatchPredictor
-    from instseg_d2.visualization.inference import setup_inference_cfg
 
-    cfg = setup_inference_cfg(
+    cfg = setup_inference_config(
         str(tiny_run / "config.yaml"), FAST_TEST_OPTS, str(tiny_run / "model_final.pth"), 0.0
     )
     image = read_image(val_mini[1]["file_name"], format="BGR")
@@ -205,10 +207,10 @@ def test_optimized_predictor_keeps_predictions(tiny_run, val_mini):
 def test_predictor_optimizes_by_default_on_cpu_only(tiny_run):
     """The speed-ups are CPU ones (on an H200 at batch 1 they were slower): the default applies
     them on CPU (a CUDA model is left as built; no GPU in the test suite)."""
+    from instseg_d2.engine.defaults import setup_inference_config
     from instseg_d2.engine.predictor import BatchPredictor
-    from instseg_d2.visualization.inference import setup_inference_cfg
 
-    cfg = setup_inference_cfg(
+    cfg = setup_inference_config(
         str(tiny_run / "config.yaml"), FAST_TEST_OPTS, str(tiny_run / "model_final.pth"), 0.0
     )
     stem = BatchPredictor(cfg).model.backbone.bottom_up.stem.conv1.weight
@@ -253,7 +255,7 @@ def test_video_input_writes_video_and_frame_predictions(tiny_run, val_mini, tmp_
 
 
 def test_collect_image_paths_expands_folders_and_globs_and_reports_misses(tmp_path):
-    from instseg_d2.visualization.inference import collect_image_paths
+    from instseg_d2.engine.inference import collect_image_paths
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -282,7 +284,7 @@ def test_coco_results_use_the_dataset_category_ids():
     from detectron2.data.catalog import Metadata
     from detectron2.structures import Boxes, Instances
 
-    from instseg_d2.visualization.coco_results import instances_to_coco_results
+    from instseg_d2.engine.coco_results import instances_to_coco_results
 
     instances = Instances((8, 10))
     instances.pred_boxes = Boxes(torch.tensor([[1.0, 2.0, 5.0, 6.0], [0.0, 0.0, 10.0, 8.0]]))

@@ -13,14 +13,8 @@ import pytest
 from PIL import Image
 from viz_tiny_model import metrics_lines, write_metrics
 
-from instseg_d2.visualization.metrics import (
-    MetricsFileError,
-    extract_series,
-    last_eval_metrics,
-    load_metrics_records,
-    load_series,
-    smooth,
-)
+from instseg_d2.engine.metrics_file import MetricsFileError, load_metrics_records
+from instseg_d2.visualization.metrics import extract_series, last_eval_metrics, load_series, smooth
 from instseg_d2.visualization.plots import eval_metrics_figure, learning_curve_figure
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +129,7 @@ def test_plot_tool_writes_pngs_for_several_runs(run, tmp_path):
     for name in ("learning_curve.png", "eval_metrics.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 200
-    with pytest.raises(SystemExit, match="metrics file not found"):
+    with pytest.raises(MetricsFileError, match="metrics file not found"):
         _plot_tool().main([str(tmp_path / "nowhere")])
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from viz_tiny_model import metrics_lines, run_dir, write_metrics
 
-from instseg_d2.visualization.metrics import last_eval_metrics, load_metrics_records
-from instseg_d2.visualization.report import write_report
+from instseg_d2.engine.metrics_file import load_metrics_records
+from instseg_d2.visualization.metrics import last_eval_metrics
+from instseg_d2.visualization.report import ReportError, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,7 +58,7 @@ def run_copy(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(run_copy, shared_data) -> Path:
+def report(run_copy, pennfudan_data) -> Path:
     return write_report(run_copy, num_samples=2)
 
 
@@ -148,8 +149,8 @@ def test_report_without_metrics_and_tool_errors(tmp_path):
     spec = importlib.util.spec_from_file_location("make_report", REPO_ROOT / "tools/make_report.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    with pytest.raises(SystemExit, match="run folder not found"):
+    with pytest.raises(ReportError, match="run folder not found"):
         tool.main([str(tmp_path / "missing")])
     (tmp_path / "final_metrics.json").write_text("{broken")
-    with pytest.raises(SystemExit, match="final_metrics.json: not valid JSON"):
+    with pytest.raises(ReportError, match="final_metrics.json: not valid JSON"):
         tool.main([str(tmp_path), "--num-samples", "0"])

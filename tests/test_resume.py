@@ -14,7 +14,7 @@ import torch
 from detectron2.solver import build_lr_scheduler
 
 from instseg_d2.config import load_config
-from instseg_d2.engine.history import iter_metrics
+from instseg_d2.engine.metrics_file import iter_metrics
 
 
 def checkpoint_iteration(path: Path) -> int:

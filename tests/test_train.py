@@ -15,7 +15,7 @@ import torch
 import instseg_d2.data  # noqa: F401  (registers the datasets)
 from instseg_d2.checkpoint import WeightsUnavailableError, resolve_weights
 from instseg_d2.config import load_config
-from instseg_d2.engine.history import iter_metrics
+from instseg_d2.engine.metrics_file import iter_metrics
 
 TRAIN_LOSSES = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls",
                 "loss_rpn_loc", "lr")  # fmt: skip
@@ -156,7 +156,7 @@ def test_missing_dataset_folder_is_a_clear_error(train_net_command, repo_root, t
         assert "Traceback" not in proc.stderr
 
 
-def test_dataset_validation_stops_training_with_the_bad_file(shared_data, tmp_path):
+def test_dataset_validation_stops_training_with_the_bad_file(pennfudan_data, tmp_path):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from instseg_d2.config import get_instseg_cfg

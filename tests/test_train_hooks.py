@@ -13,8 +13,8 @@ from detectron2.utils.events import EventStorage
 
 from instseg_d2.checkpoint import AtomicCheckpointer, UnsafeCheckpointError
 from instseg_d2.engine.final_metrics import per_dataset, write_final_metrics
-from instseg_d2.engine.history import iter_metrics, metric_series, trim_metrics_history
 from instseg_d2.engine.hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer
+from instseg_d2.engine.metrics_file import iter_metrics, metric_series, trim_metrics_history
 
 
 def write_lines(path, lines):

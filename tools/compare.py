@@ -13,44 +13,42 @@ Predictions are matched to ground truth greedily by score at mask IoU >= ``--iou
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
-from detectron2.utils.logger import setup_logger
-from PIL import Image
-from tqdm import tqdm
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import instseg_d2.data  # noqa: F401  (registers the builtin datasets)
-from instseg_d2.engine.predictor import BatchPredictor
-from instseg_d2.visualization.compare import compare_split, load_split
-from instseg_d2.visualization.inference import setup_inference_cfg
+import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation notices)
+
+# isort: split
+import numpy as np  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from instseg_d2.data.catalog import get_dataset_dicts  # noqa: E402
+from instseg_d2.data.errors import DatasetError  # noqa: E402
+from instseg_d2.engine.defaults import setup_inference_config  # noqa: E402
+from instseg_d2.engine.predictor import BatchPredictor  # noqa: E402
+from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
+from instseg_d2.visualization.split_panels import compare_split  # noqa: E402
 
 logger = logging.getLogger("instseg_d2.compare")
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+def get_parser() -> ToolArgumentParser:
+    parser = ToolArgumentParser(__doc__.split("\n\n")[0], output="folder for the panels")
     parser.add_argument("--dataset", help="registered split (default: DATASETS.TEST[0])")
     parser.add_argument("--num-images", type=int, default=None, help="first N images (all)")
-    parser.add_argument("--output", required=True, metavar="DIR")
-    parser.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS of the config)")
+    parser.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS, else the run's)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument(
-        "--max-width", type=int, default=0, help="shrink wider panels to this width (0: keep)"
-    )
-    parser.add_argument(
-        "--png-colors", type=int, default=0, help="palette PNG with this many colors (0: RGB)"
-    )
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides"
-    )
+    parser.add_argument("--max-width", type=int, default=0, help="shrink wider panels (0: keep)")
+    parser.add_argument("--png-colors", type=int, default=0, help="palette PNG colors (0: RGB)")
     return parser
 
 
@@ -71,14 +69,13 @@ def save_panel(panel_rgb: np.ndarray, path: Path, max_width: int = 0, colors: in
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="instseg_d2")
-    cfg = setup_inference_cfg(args.config_file, args.opts, args.weights, args.confidence_threshold)
+    cfg = setup_inference_config(
+        args.config_file, args.opts, args.weights, args.confidence_threshold
+    )
     dataset_name = args.dataset or (cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None)
     if not dataset_name:
-        raise SystemExit("error: no --dataset given and the config has no DATASETS.TEST")
-    try:
-        dicts = load_split(dataset_name, args.num_images)
-    except (KeyError, ValueError) as exc:  # not registered / dataset files missing or bad
-        raise SystemExit(f"error: {exc.args[0]}") from None
+        raise DatasetError("no --dataset given and the config has no DATASETS.TEST")
+    dicts = get_dataset_dicts(dataset_name, args.num_images)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     predictor = BatchPredictor(cfg)
@@ -100,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in counts.items():
             totals[key] += value
     if not per_image:
-        raise SystemExit(f"error: no image of {dataset_name} could be read")
+        raise DatasetError(f"no image of {dataset_name} could be read")
     with open(output / "matches.json", "w", encoding="utf-8") as f:
         json.dump(
             {
@@ -125,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

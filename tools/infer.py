@@ -3,10 +3,10 @@
 
 Examples::
 
-    python tools/infer.py --config-file output/pennfudan/config.yaml \
+    python tools/infer.py --config-file output/pennfudan_cpu/config.yaml \
         --input ../shared/data/PennFudanPed/PNGImages --output /tmp/infer
-    python tools/infer.py --config-file configs/Balloon/mask_rcnn_R18_FPN_cpu.yaml \
-        --weights output/balloon/model_final.pth --input "photos/*.jpg" --output out --splash
+    python tools/infer.py --config-file configs/Balloon/mask_rcnn_R_18_FPN_gn_scratch_cpu.yaml \
+        --weights output/balloon_cpu/model_final.pth --input "photos/*.jpg" --output out --splash
 
 Writes into ``--output``: one PNG per input image (same size as the input: the Visualizer
 drawing, or with ``--splash`` the color splash), ``predictions.json`` (a COCO results list:
@@ -17,58 +17,50 @@ reported and skipped; the exit status is 1 only when nothing at all could be pro
 
 from __future__ import annotations
 
-import argparse
+import functools
 import logging
+import os
 import sys
 
-from detectron2.data import MetadataCatalog
-from detectron2.utils.logger import setup_logger
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import instseg_d2.data  # noqa: F401  (registers the builtin datasets, for their metadata)
-from instseg_d2.engine.predictor import BatchPredictor
-from instseg_d2.visualization.compare import load_split
-from instseg_d2.visualization.inference import (
+import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation notices)
+
+# isort: split
+from detectron2.data import MetadataCatalog  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from instseg_d2.data.catalog import get_dataset_dicts  # noqa: E402
+from instseg_d2.engine.defaults import setup_inference_config  # noqa: E402
+from instseg_d2.engine.inference import (  # noqa: E402
     NoInputError,
     collect_image_paths,
     dataset_image_ids,
     run_on_images,
     run_on_video,
-    setup_inference_cfg,
 )
+from instseg_d2.engine.predictor import BatchPredictor  # noqa: E402
+from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
+from instseg_d2.visualization.panels import prediction_picture  # noqa: E402
 
 logger = logging.getLogger("instseg_d2.infer")
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+def get_parser() -> ToolArgumentParser:
+    parser = ToolArgumentParser(
+        __doc__.split("\n\n")[0], output="folder for pictures and predictions"
+    )
     parser.add_argument("--input", nargs="+", default=[], help="image files, folders or globs")
     parser.add_argument("--video-input", metavar="FILE", help="a video file instead of images")
-    parser.add_argument("--output", required=True, metavar="DIR")
-    parser.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS of the config)")
+    parser.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS, else the run's)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument(
-        "--splash", action="store_true", help="color splash: gray outside the predicted masks"
-    )
-    parser.add_argument(
-        "--bf16",
-        action="store_true",
-        help="bf16 autocast for the network (CPU: about 2x faster; see BENCHMARKS.md)",
-    )
-    parser.add_argument(
-        "--no-optimize",
-        action="store_true",
-        help="skip the fp32-exact CPU speed-ups (BN folding, channels-last, fast CPU RoIAlign); "
-        "they are applied on CPU only",
-    )
+    parser.add_argument("--splash", action="store_true", help="gray outside the predicted masks")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU: ~2x faster)")
+    parser.add_argument("--no-optimize", action="store_true", help="skip the fp32 CPU speed-ups")
     parser.add_argument(
         "--dataset",
-        help="registered dataset the inputs belong to: its image ids are written (so the "
-        "predictions load against its COCO export); default ids are 0, 1, 2, ...",
-    )
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides"
+        help="registered dataset of the inputs: write its image ids (default 0, 1, ...)",
     )
     return parser
 
@@ -77,22 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="instseg_d2")
     if bool(args.input) == bool(args.video_input):
-        raise SystemExit("error: give either --input (images) or --video-input (a video)")
+        raise NoInputError("give either --input (images) or --video-input (a video)")
     if args.batch_size < 1:
-        raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
-    cfg = setup_inference_cfg(args.config_file, args.opts, args.weights, args.confidence_threshold)
+        raise NoInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    cfg = setup_inference_config(
+        args.config_file, args.opts, args.weights, args.confidence_threshold
+    )
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
+    draw = functools.partial(prediction_picture, metadata=metadata, splash=args.splash)
+    optimize = False if args.no_optimize else None
 
     if args.video_input:
-        predictor = BatchPredictor(
-            cfg, optimize=False if args.no_optimize else None, bf16=args.bf16
-        )
-        try:
-            summary = run_on_video(
-                predictor, args.video_input, args.output, metadata, args.batch_size, args.splash
-            )
-        except NoInputError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        predictor = BatchPredictor(cfg, optimize=optimize, bf16=args.bf16)
+        summary = run_on_video(predictor, args.video_input, args.output, draw, metadata,
+                               args.batch_size)  # fmt: skip
         logger.info("wrote %s and %s", summary.written[0], summary.predictions_file)
         return 0
 
@@ -100,20 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     for item, reason in problems:
         logger.warning("input %s: %s", item, reason)
     if not paths:
-        raise SystemExit("error: no input image found (see the warnings above)")
-    image_ids = None
-    if args.dataset:
-        try:
-            image_ids = dataset_image_ids(load_split(args.dataset))
-        except (KeyError, ValueError) as exc:  # not registered / dataset files missing or bad
-            raise SystemExit(f"error: {exc.args[0]}") from None
-    predictor = BatchPredictor(cfg, optimize=False if args.no_optimize else None, bf16=args.bf16)
-    try:
-        summary = run_on_images(
-            predictor, paths, args.output, metadata, args.batch_size, args.splash, image_ids
-        )
-    except NoInputError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise NoInputError("no input image found (see the warnings above)")
+    image_ids = dataset_image_ids(get_dataset_dicts(args.dataset)) if args.dataset else None
+    predictor = BatchPredictor(cfg, optimize=optimize, bf16=args.bf16)
+    summary = run_on_images(predictor, paths, args.output, draw, metadata, args.batch_size,
+                            image_ids)  # fmt: skip
     for path, reason in summary.skipped:
         logger.warning("skipped %s: %s", path, reason)
     logger.info(
@@ -131,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -8,29 +8,32 @@ Example::
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
-from detectron2.utils.logger import setup_logger
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from instseg_d2.visualization.report import write_report
+import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation notices)
+
+# isort: split
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
+from instseg_d2.visualization.report import write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR")
+    parser = ToolArgumentParser(__doc__.split("\n\n")[0], config_file=False)
+    parser.add_argument("run", metavar="OUTPUT_DIR", help="the run folder")
     parser.add_argument(
-        "--num-samples", type=int, default=3, help="comparison panels to include (0: none)"
+        "--output", metavar="FILE", help="report file (default: OUTPUT_DIR/report.html)"
     )
+    parser.add_argument("--num-samples", type=int, default=3, help="comparison panels (0: none)")
     args = parser.parse_args(argv)
     setup_logger(name="instseg_d2")
-    try:
-        path = write_report(args.output_dir, num_samples=args.num_samples)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(path)
+    print(write_report(args.run, num_samples=args.num_samples, report_path=args.output))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -12,16 +12,27 @@ validation loss) and ``eval_metrics.png`` (bbox and segm AP, AP50, AP75 over ite
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from pathlib import Path
 
-from instseg_d2.visualization.metrics import MetricsFileError, load_series
-from instseg_d2.visualization.plots import eval_metrics_figure, learning_curve_figure, save_figure
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation notices)
+
+# isort: split
+from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
+from instseg_d2.utils.errors import UserError  # noqa: E402
+from instseg_d2.visualization.metrics import load_series  # noqa: E402
+from instseg_d2.visualization.plots import (  # noqa: E402
+    eval_metrics_figure,
+    learning_curve_figure,
+    save_figure,
+)
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def get_parser() -> ToolArgumentParser:
+    parser = ToolArgumentParser(__doc__.split("\n\n")[0], config_file=False)
     parser.add_argument("runs", nargs="+", metavar="OUTPUT_DIR", help="run folders or metrics.json")
     parser.add_argument("--output", metavar="DIR", help="where the PNGs go (first run's folder)")
     parser.add_argument(
@@ -40,18 +51,15 @@ def run_label(run: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     if args.labels and len(args.labels) != len(args.runs):
-        raise SystemExit(f"error: {len(args.runs)} runs but {len(args.labels)} --labels")
+        raise UserError(f"{len(args.runs)} runs but {len(args.labels)} --labels")
     if not 0.0 <= args.smoothing < 1.0:
-        raise SystemExit(f"error: --smoothing must be in [0, 1), got {args.smoothing}")
+        raise UserError(f"--smoothing must be in [0, 1), got {args.smoothing}")
     labels = args.labels or [run_label(r) for r in args.runs]
     if len(set(labels)) != len(labels):  # two runs in folders of the same name
         labels = [f"{label} ({i})" for i, label in enumerate(labels)]
     runs = {}
     for label, run in zip(labels, args.runs, strict=True):
-        try:
-            runs[label] = load_series(run)
-        except MetricsFileError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        runs[label] = load_series(run)
     first = Path(args.runs[0])
     output = Path(args.output) if args.output else (first if first.is_dir() else first.parent)
     for path in (
@@ -65,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..utils.download import DownloadError, download, safe_extract, sha256_of, verify_sha256
+from ..utils.errors import UserError
 from .paths import EXPECTED_LAYOUT
 
 TEXT_SUFFIXES = frozenset({".txt", ".json"})
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """Preparing a dataset failed; the message says what to do."""
 
 
@@ -177,10 +178,10 @@ def prepare_dataset(
 def prepare_cli(
     source: DatasetSource, manifest: str | Path, description: str, argv: list[str] | None = None
 ) -> int:
-    """The command line of the ``datasets/prepare_*.py`` scripts; errors become SystemExit."""
+    """The command line of the ``datasets/prepare_*.py`` scripts (run through
+    :func:`instseg_d2.utils.cli.run_tool`, which reports the errors)."""
     import argparse
 
-    from ..utils.download import ChecksumError, UnsafeArchiveError
     from .paths import dataset_root
 
     parser = argparse.ArgumentParser(
@@ -197,10 +198,7 @@ def prepare_cli(
     )
     args = parser.parse_args(argv)
     root = args.root if args.root is not None else dataset_root()
-    try:
-        prepare_dataset(
-            source, root, manifest, archive=args.archive, folder=args.source, force=args.force
-        )
-    except (PrepareError, ChecksumError, UnsafeArchiveError) as exc:
-        raise SystemExit(f"prepare {source.name}: {exc}") from None
+    prepare_dataset(
+        source, root, manifest, archive=args.archive, folder=args.source, force=args.force
+    )
     return 0

@@ -20,6 +20,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.structures import BoxMode
 
+from ..utils.errors import UserError
 from .image_io import BadImageError, image_size, read_image
 
 __all__ = [
@@ -48,11 +49,12 @@ class Problem:
         return asdict(self)
 
 
-class DatasetValidationError(ValueError):
+class DatasetValidationError(UserError, ValueError):
     """Raised by callers that stop on validation errors; the message lists them."""
 
     def __init__(self, problems: Sequence[Problem], dataset: str = "dataset"):
         self.problems = list(problems)
+        self.dataset = dataset
         super().__init__(format_problems(self.problems, dataset))
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from tabulate import tabulate
 
-from ..checkpoint import _atomic_write
+from ..utils.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +73,11 @@ def write_final_metrics(
     logger.info("Final COCO metrics:\n" + table)
     print(table, flush=True)
     os.makedirs(output_dir, exist_ok=True)
-    _atomic_write(
+    atomic_write(
         os.path.join(output_dir, "final_metrics.json"),
-        lambda f: f.write(
-            (json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
-        ),
+        json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n",
     )
     where = f"`{weights}`" + (f", iteration {iteration}" if iteration is not None else "")
     markdown = f"# Final COCO metrics\n\nWeights: {where}\n\n{table}\n"
-    _atomic_write(
-        os.path.join(output_dir, "final_metrics.md"), lambda f: f.write(markdown.encode())
-    )
+    atomic_write(os.path.join(output_dir, "final_metrics.md"), markdown)
     return summary

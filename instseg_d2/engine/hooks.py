@@ -21,7 +21,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
-from .history import metric_series
+from .metrics_file import metric_series
 
 logger = logging.getLogger(__name__)
 

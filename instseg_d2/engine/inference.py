@@ -1,8 +1,10 @@
-"""Run a model on image files or a video and write drawings plus COCO-format predictions.
+"""Run a model on image files or a video and write pictures plus COCO-format predictions.
 
 This is the library side of ``tools/infer.py``: collecting inputs (files, folders, globs),
 reading them with errors that name the file, batching through ``BatchPredictor`` and writing
-``predictions.json`` (COCO results) with ``image_index.json`` (which id is which file).
+``predictions.json`` (COCO results) with ``image_index.json`` (which id is which file). The
+picture of each prediction is drawn by the ``draw`` callable the caller passes (the tools pass
+:func:`instseg_d2.visualization.panels.prediction_picture`), so this module draws nothing itself.
 """
 
 from __future__ import annotations
@@ -10,25 +12,20 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from detectron2.config import CfgNode
 from detectron2.data.catalog import Metadata
+from detectron2.structures import Instances
 from tqdm import tqdm
 
-from instseg_d2.config import load_config
-from instseg_d2.data.image_io import BadImageError, read_image
-from instseg_d2.engine.predictor import BatchPredictor
-
+from ..data.image_io import BadImageError, read_image
+from ..utils.errors import UserError
 from .coco_results import instances_to_coco_results
-from .panels import draw_predictions
-from .splash import color_splash, instances_mask_union
+from .predictor import BatchPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +34,7 @@ PREDICTIONS_FILE = "predictions.json"
 IMAGE_INDEX_FILE = "image_index.json"
 
 
-class NoInputError(ValueError):
+class NoInputError(UserError, ValueError):
     """Nothing to run on: no input matched, or none of them could be read."""
 
 
@@ -96,12 +93,8 @@ def _unique_output_name(stem: str, used: set[str], suffix: str = ".png") -> str:
     return name
 
 
-def render(image_rgb: np.ndarray, instances, metadata: Metadata | None, splash: bool) -> np.ndarray:
-    """The output picture of one image (RGB): Visualizer drawing, or the color splash."""
-    if splash:
-        height, width = image_rgb.shape[:2]
-        return color_splash(image_rgb, instances_mask_union(instances, height, width))
-    return draw_predictions(image_rgb, instances, metadata)
+# (image RGB, its predicted instances) -> the picture to write, RGB, same size.
+DrawFn = Callable[[np.ndarray, Instances], np.ndarray]
 
 
 def dataset_image_ids(dataset_dicts: list[dict]) -> dict[Path, int | str]:
@@ -113,12 +106,12 @@ def run_on_images(
     predictor: BatchPredictor,
     paths: list[Path],
     output_dir: str | Path,
+    draw: DrawFn,
     metadata: Metadata | None = None,
     batch_size: int = 1,
-    splash: bool = False,
     image_ids: dict[Path, int | str] | None = None,
 ) -> InferenceSummary:
-    """Predict ``paths`` and write one picture per image plus the predictions files.
+    """Predict ``paths`` and write one picture per image (``draw``) plus the predictions files.
 
     A file that cannot be read is skipped and listed in ``summary.skipped`` (and in
     ``image_index.json``); the others are still processed. ``image_ids`` maps resolved paths to
@@ -155,7 +148,7 @@ def run_on_images(
         instances = prediction["instances"]
         image_id = image_ids[path] if image_ids is not None else i
         results.extend(instances_to_coco_results(instances, image_id, metadata))
-        picture = render(np.ascontiguousarray(image_bgr[:, :, ::-1]), instances, metadata, splash)
+        picture = draw(np.ascontiguousarray(image_bgr[:, :, ::-1]), instances)
         out_path = output_dir / _unique_output_name(path.stem, used_names)
         cv2.imwrite(str(out_path), picture[:, :, ::-1])
         height, width = image_bgr.shape[:2]
@@ -202,9 +195,9 @@ def run_on_video(
     predictor: BatchPredictor,
     video_path: str | Path,
     output_dir: str | Path,
+    draw: DrawFn,
     metadata: Metadata | None = None,
     batch_size: int = 1,
-    splash: bool = False,
 ) -> InferenceSummary:
     """Predict every frame of a video; write ``<name>.mp4`` and predictions (image_id = frame)."""
     video_path, output_dir = Path(video_path), Path(output_dir)
@@ -233,9 +226,7 @@ def run_on_video(
         ):
             instances = prediction["instances"]
             results.extend(instances_to_coco_results(instances, frame_id, metadata))
-            picture = render(
-                np.ascontiguousarray(frame_bgr[:, :, ::-1]), instances, metadata, splash
-            )
+            picture = draw(np.ascontiguousarray(frame_bgr[:, :, ::-1]), instances)
             writer.write(np.ascontiguousarray(picture[:, :, ::-1]))
             index.append(
                 {
@@ -256,43 +247,3 @@ def run_on_video(
     summary.written.append(out_path)
     summary.predictions_file = _write_predictions(output_dir, results, index, [])
     return summary
-
-
-def resolve_weights_hint(config_file: str | os.PathLike) -> Path | None:
-    """``model_final.pth`` beside a run's ``config.yaml``, if there is one."""
-    candidate = Path(config_file).resolve().parent / "model_final.pth"
-    return candidate if candidate.is_file() else None
-
-
-def setup_inference_cfg(
-    config_file: str,
-    opts: list[str] | None = None,
-    weights: str | None = None,
-    confidence_threshold: float = 0.5,
-) -> CfgNode:
-    """Frozen config for inference, with errors as ``SystemExit`` messages (CLI use).
-
-    Weights: ``weights`` if given, else the config's ``MODEL.WEIGHTS``, else the
-    ``model_final.pth`` beside the config (a run's ``config.yaml``). A CUDA device falls back
-    to CPU when CUDA is not available, with a warning.
-    """
-    try:
-        cfg = load_config(config_file, opts)
-    except FileNotFoundError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = confidence_threshold
-    if weights:
-        cfg.MODEL.WEIGHTS = weights
-    elif not cfg.MODEL.WEIGHTS:
-        hint = resolve_weights_hint(config_file)
-        if hint is None:
-            raise SystemExit(
-                f"error: {config_file} has no MODEL.WEIGHTS; pass --weights model_final.pth"
-            )
-        logger.info("MODEL.WEIGHTS is empty: using %s beside the config", hint)
-        cfg.MODEL.WEIGHTS = str(hint)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available: using CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.freeze()
-    return cfg

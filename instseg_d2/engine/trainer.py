@@ -8,6 +8,8 @@ What differs from ``DefaultTrainer`` and why:
   validated first when ``INSTSEG.VALIDATE_DATA``, and ``INSTSEG.OPTIMIZE_TRAINING`` applies
   :func:`~instseg_d2.modeling.optimize.optimize_for_training` to the model before the optimizer
   and DDP see it.
+* ``build_train_loader`` / ``build_test_loader`` / ``build_val_loss_loader``: every loader maps
+  with the mapper of ``INPUT.DATASET_MAPPER_NAME``, so images are read one way everywhere.
 * ``build_evaluator``: ``COCOEvaluator`` (bbox, and segm when masks are on).
 * ``build_hooks``: validation loss, best checkpoint on ``INSTSEG.BEST_METRIC`` and optional
   early stopping, inserted after ``EvalHook`` and before the ``PeriodicWriter`` so their
@@ -24,7 +26,7 @@ import os
 import weakref
 
 import torch
-from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import AMPTrainer, TrainerBase
@@ -32,27 +34,27 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
+from ..data.dataset_mapper import build_dataset_mapper
+from ..data.validation import DatasetValidationError, check_registered_datasets
 from ..modeling.optimize import cpu_supports_bf16, optimize_for_training
+from ..utils.errors import UserError
 from .evaluation import build_coco_evaluator
-from .history import trim_metrics_history
 from .hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer, ValidationLoss
+from .metrics_file import trim_metrics_history
 
 logger = logging.getLogger(__name__)
 
 
-class DatasetValidationError(SystemExit):
-    """The training or test set has problems (files, sizes, masks); the message lists them."""
-
-
 class _ExpectedStopsWithoutTraceback(logging.Filter):
     """``TrainerBase.train`` logs every exception with its traceback. Early stopping is no error
-    (dropped), and a NaN/Inf loss is reported by tools/train_net.py with what to do (one line)."""
+    (dropped); a NaN/Inf loss and a user's error (a bad image, a missing file) are reported by
+    tools/train_net.py in one line with what to do, so no traceback is logged for them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, EarlyStop):
             return False
-        if isinstance(exc, FloatingPointError):
+        if isinstance(exc, FloatingPointError | UserError):
             record.msg, record.args, record.exc_info = f"{record.msg} {exc}", (), None
         return True
 
@@ -61,21 +63,16 @@ logging.getLogger("detectron2.engine.train_loop").addFilter(_ExpectedStopsWithou
 
 
 def validate_datasets(cfg) -> None:
-    """Run the data helper's checks on every train/test set; stop with the report on errors.
+    """Check every image and annotation of the train/test sets before the first step.
 
-    Warnings (e.g. a Penn-Fudan .txt box that disagrees with its mask) are only logged.
+    Errors stop the run with :class:`~instseg_d2.data.validation.DatasetValidationError`, which
+    lists them; warnings (e.g. a Penn-Fudan .txt box that disagrees with its mask) are logged.
     """
     try:
-        from instseg_d2.data.validation import DatasetValidationError as Failed
-        from instseg_d2.data.validation import check_registered_datasets
-    except ImportError:
-        logger.warning("instseg_d2.data.validation is not available: datasets not validated")
-        return
-    try:
         check_registered_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
-    except Failed as exc:
+    except DatasetValidationError as exc:
         raise DatasetValidationError(
-            f"dataset validation failed (INSTSEG.VALIDATE_DATA False skips the check):\n{exc}"
+            exc.problems, f"{exc.dataset} (INSTSEG.VALIDATE_DATA False skips this check)"
         ) from None
 
 
@@ -128,10 +125,19 @@ class Trainer(DefaultTrainer):
         return build_coco_evaluator(dataset_name, output_folder, tasks)
 
     @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        mapper = build_dataset_mapper(cfg, is_train=False)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    @classmethod
     def build_val_loss_loader(cls, cfg, dataset_name: str):
         """Test images with their annotations, at test size and without random flips."""
         resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        mapper = DatasetMapper(cfg, is_train=True, augmentations=[resize])
+        mapper = build_dataset_mapper(cfg, is_train=True, augmentations=[resize])
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     def build_hooks(self):

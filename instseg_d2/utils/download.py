@@ -30,6 +30,8 @@ from typing import IO
 
 from tqdm import tqdm
 
+from .errors import UserError
+
 __all__ = [
     "ChecksumError",
     "DownloadError",
@@ -43,15 +45,15 @@ __all__ = [
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A URL could not be fetched (offline, HTTP error, ...); the message names the URL."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """A file's sha256 differs from the pinned value; the message names the file."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(UserError, ValueError):
     """An archive entry would escape the target folder or is a link/special file."""
 
 

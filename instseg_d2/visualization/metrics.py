@@ -1,28 +1,23 @@
-"""Read Detectron2's ``metrics.json`` into per-key series (no drawing here, see ``plots``)."""
+"""Per-key series of a run's ``metrics.json`` for the plots (no drawing here, see ``plots``).
+
+The file is read by :mod:`instseg_d2.engine.metrics_file`, the project's one reader of it.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
+from ..engine.metrics_file import load_metrics_records
 
 # Loss terms of Mask R-CNN as Detectron2 names them in metrics.json.
 LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc")
 VALIDATION_LOSS_KEY = "validation_loss"
 EVAL_TASKS = ("bbox", "segm")
 EVAL_METRICS = ("AP", "AP50", "AP75")
-
-
-class MetricsFileError(ValueError):
-    """A metrics.json that cannot be used (missing, or without a single valid line)."""
 
 
 @dataclass(frozen=True)
@@ -34,41 +29,6 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.iterations)
-
-
-def metrics_path(run: str | Path) -> Path:
-    """``run`` may be an OUTPUT_DIR or the metrics.json file itself."""
-    run = Path(run)
-    return run / METRICS_FILE if run.is_dir() else run
-
-
-def load_metrics_records(run: str | Path) -> list[dict]:
-    """The JSON objects of a metrics.json, one per line, in file order.
-
-    A line that is not a JSON object with an ``iteration`` (e.g. the last line of a run killed
-    while writing) is skipped with a warning that names the file and line.
-    """
-    path = metrics_path(run)
-    if not path.is_file():
-        raise MetricsFileError(f"{path}: metrics file not found")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)  # Python's json reads NaN/Infinity as floats
-            except json.JSONDecodeError as exc:
-                logger.warning("%s:%d: skipped, not valid JSON (%s)", path, line_no, exc.msg)
-                continue
-            if not isinstance(record, dict) or "iteration" not in record:
-                logger.warning("%s:%d: skipped, not an object with an 'iteration'", path, line_no)
-                continue
-            records.append(record)
-    if not records:
-        raise MetricsFileError(f"{path}: no metrics line with an 'iteration' in it")
-    return records
 
 
 def _as_finite_float(value) -> float | None:

@@ -10,6 +10,7 @@ from detectron2.structures import Instances
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from .matching import MatchResult, encode_masks, match_by_mask_iou
+from .splash import color_splash, instances_mask_union
 
 _HEADER_LINE_HEIGHT = 22
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -27,6 +28,17 @@ def draw_predictions(image_rgb: np.ndarray, instances: Instances, metadata: Meta
     """Detectron2 ``Visualizer`` drawing of ``instances``; RGB, same size as ``image_rgb``."""
     vis = Visualizer(image_rgb, metadata, scale=1.0, instance_mode=_color_mode(metadata))
     return vis.draw_instance_predictions(instances.to("cpu")).get_image()
+
+
+def prediction_picture(
+    image_rgb: np.ndarray, instances: Instances, metadata: Metadata | None, splash: bool = False
+) -> np.ndarray:
+    """What ``tools/infer.py`` writes for one image (RGB): the Visualizer drawing, or the color
+    splash (gray outside the predicted masks)."""
+    if splash:
+        height, width = image_rgb.shape[:2]
+        return color_splash(image_rgb, instances_mask_union(instances, height, width))
+    return draw_predictions(image_rgb, instances, metadata)
 
 
 def draw_ground_truth(image_rgb: np.ndarray, dataset_dict: dict, metadata: Metadata | None):

@@ -15,16 +15,18 @@ import math
 from pathlib import Path
 
 import cv2
-import torch
 
-from .metrics import (
-    METRICS_FILE,
-    MetricsFileError,
-    extract_series,
-    last_eval_metrics,
-    load_metrics_records,
-)
+from ..checkpoint import find_run_weights
+from ..data.catalog import get_dataset_dicts
+from ..data.errors import DatasetError
+from ..engine.defaults import setup_inference_config
+from ..engine.metrics_file import METRICS_FILE, MetricsFileError, load_metrics_records
+from ..engine.predictor import BatchPredictor
+from ..utils.atomic import atomic_write
+from ..utils.errors import UserError
+from .metrics import extract_series, last_eval_metrics
 from .plots import eval_metrics_figure, figure_png_bytes, learning_curve_figure
+from .split_panels import compare_split
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +113,9 @@ def final_metrics(output_dir: Path, records: list[dict] | None) -> tuple[dict, s
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+            raise ReportError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+            raise ReportError(f"{path}: expected a JSON object, got {type(data).__name__}")
         return data, FINAL_METRICS_FILE
     if records:
         evals = last_eval_metrics(records)
@@ -154,47 +156,23 @@ def metrics_table_html(metrics: dict) -> str:
     return "".join(parts)
 
 
-def _weights_file(output_dir: Path) -> Path | None:
-    final = output_dir / "model_final.pth"
-    if final.is_file():
-        return final
-    last = output_dir / "last_checkpoint"
-    if last.is_file():
-        candidate = output_dir / last.read_text(encoding="utf-8").strip()
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def sample_panels_html(output_dir: Path, num_samples: int) -> str:
     """Panels of the first ``num_samples`` images of ``cfg.DATASETS.TEST[0]`` with the run's model.
 
     Needs config.yaml, a checkpoint and the dataset; when one is missing the section says why.
     """
-    # Imported here: building a model is only needed for this section.
-    import instseg_d2.data  # noqa: F401  (registers the builtin datasets)
-    from instseg_d2.config import get_instseg_cfg
-    from instseg_d2.engine.predictor import BatchPredictor
-
-    from .compare import compare_split, load_split
-
-    config_file, weights = output_dir / CONFIG_FILE, _weights_file(output_dir)
+    config_file, weights = output_dir / CONFIG_FILE, find_run_weights(output_dir)
     if not config_file.is_file():
         return _note(f"No sample panels: {CONFIG_FILE} not found in the run folder.")
     if weights is None:
         return _note("No sample panels: no model_final.pth or last_checkpoint in the run folder.")
-    cfg = get_instseg_cfg()
-    cfg.set_new_allowed(True)  # config.yaml is a full dump; it may hold keys added elsewhere
-    cfg.merge_from_file(str(config_file))
-    cfg.MODEL.WEIGHTS = str(weights)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = setup_inference_config(config_file, weights=weights)
     if not len(cfg.DATASETS.TEST):
         return _note("No sample panels: the config has no DATASETS.TEST.")
     dataset_name = cfg.DATASETS.TEST[0]
     try:
-        dicts = load_split(dataset_name, num_samples)
-    except (KeyError, FileNotFoundError, OSError, ValueError) as exc:
+        dicts = get_dataset_dicts(dataset_name, num_samples)
+    except (DatasetError, OSError) as exc:
         return _note(f"No sample panels: dataset {dataset_name} is not available ({exc}).")
     predictor = BatchPredictor(cfg)
     figures = []
@@ -217,8 +195,14 @@ def sample_panels_html(output_dir: Path, num_samples: int) -> str:
     return intro + "".join(figures)
 
 
-def write_report(output_dir: str | Path, num_samples: int = 3) -> Path:
-    """Write ``OUTPUT_DIR/report.html`` and return its path.
+class ReportError(UserError, ValueError):
+    """A run folder the report cannot be made of; the message names the file."""
+
+
+def write_report(
+    output_dir: str | Path, num_samples: int = 3, report_path: str | Path | None = None
+) -> Path:
+    """Write ``OUTPUT_DIR/report.html`` (or ``report_path``) and return its path.
 
     Sections: final metrics (final_metrics.json, else the last evaluation in metrics.json),
     learning curve and validation metrics plots, ``num_samples`` comparison panels (0 skips
@@ -226,7 +210,7 @@ def write_report(output_dir: str | Path, num_samples: int = 3) -> Path:
     """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
-        raise FileNotFoundError(f"{output_dir}: run folder not found")
+        raise ReportError(f"{output_dir}: run folder not found")
     records_problem = ""
     try:
         records = load_metrics_records(output_dir)
@@ -282,8 +266,6 @@ def write_report(output_dir: str | Path, num_samples: int = 3) -> Path:
 </body>
 </html>
 """
-    report_path = output_dir / REPORT_FILE
-    tmp_path = report_path.with_suffix(".html.tmp")
-    tmp_path.write_text(page, encoding="utf-8")
-    tmp_path.replace(report_path)  # readers never see half a report
+    report_path = output_dir / REPORT_FILE if report_path is None else Path(report_path)
+    atomic_write(report_path, page)
     return report_path

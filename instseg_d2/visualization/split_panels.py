@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 
-from instseg_d2.data.image_io import BadImageError, read_image
-from instseg_d2.engine.predictor import BatchPredictor
-
+from ..data.image_io import BadImageError, read_image
+from ..engine.predictor import BatchPredictor
 from .matching import MatchResult
 from .panels import comparison_panel
 
@@ -26,17 +25,6 @@ class ComparedImage:
     dataset_dict: dict
     panel: np.ndarray
     match: MatchResult
-
-
-def load_split(dataset_name: str, num_images: int | None = None) -> list[dict]:
-    """The first ``num_images`` dicts of a registered split (all if None), with a clear error."""
-    if dataset_name not in DatasetCatalog.list():
-        raise KeyError(
-            f"dataset {dataset_name!r} is not registered (import instseg_d2.data registers "
-            f"the builtin ones); registered: {', '.join(sorted(DatasetCatalog.list()))}"
-        )
-    dicts = DatasetCatalog.get(dataset_name)
-    return dicts if num_images is None else dicts[:num_images]
 
 
 def compare_split(
