@@ -313,7 +313,7 @@ def load_via(
                 )
         labels.append(names)
     found = sorted({name for names in labels for name in names if name})
-    classes = declared or found or [class_name if class_attribute is None else "object"]
+    classes = (declared or found) if class_attribute else [class_name]
     index = {name: i for i, name in enumerate(classes)}
 
     paths, seen = [], set()
