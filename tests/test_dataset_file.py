@@ -192,6 +192,7 @@ def test_remap_classes_keeps_the_source_ids_when_it_can():
         classes=["cat", "dog"],
         dataset_ids=[3, 7],
         source="s.json",
+        has_source_ids=True,
     )
     remapped = remap_classes(split, ["dog", "cat"])
     assert remapped.dataset_ids == [7, 3]

@@ -220,8 +220,8 @@ def test_two_class_dataset_file_maps_classes_as_declared(tmp_path, mixed):
         )
         splits, classes, ids = load_dataset_file(read_dataset_file(path))
         assert classes == ["balloon", "pedestrian"], fmt
-        # The source's ids of the classes: COCO's categories, YOLO's index + 1, LabelMe's
-        # sorted labels 1..K.
+        # The source's ids of the classes: COCO's categories, YOLO's index + 1; LabelMe has
+        # none, so 1..K in the file's order.
         assert ids == {"coco": [3, 7], "yolo": [2, 1], "labelme": [1, 2]}[fmt]
         records = splits["train"].dicts + splits["val"].dicts
         assert len(records) == len(mixed) and len(splits["val"].dicts) == 6

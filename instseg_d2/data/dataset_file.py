@@ -279,8 +279,10 @@ def _merged_classes(loaded: dict[str, LoadedSplit]) -> list[str]:
 
 
 def _merged_dataset_ids(loaded: dict[str, LoadedSplit], classes: list[str]) -> list[int]:
-    """The source's ids of ``classes`` when every split agrees on them and has them all (COCO
-    categories, YOLO index + 1, ...), else ``1..K``."""
+    """The source's ids of ``classes`` when it has ids (COCO categories, YOLO index + 1) and
+    every split agrees on them and has them all, else ``1..K``."""
+    if not all(split.has_source_ids for split in loaded.values()):
+        return list(range(1, len(classes) + 1))
     ids: dict[str, int] = {}
     for split in loaded.values():
         for name, dataset_id in zip(split.classes, split.dataset_ids, strict=True):

@@ -310,4 +310,5 @@ def load_coco(
         num_negative_images=sum(not d["annotations"] for d in dicts),
         source=str(json_file),
         class_order="declared",
+        has_source_ids=True,
     )

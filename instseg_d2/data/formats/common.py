@@ -40,8 +40,9 @@ class LoadedSplit:
     """One split of a dataset as read from its source files.
 
     ``dicts`` are Detectron2 dataset dicts; each annotation's ``category_id`` indexes
-    ``classes``. ``dataset_ids[k]`` is the source's own id of ``classes[k]`` (COCO category ids;
-    ``1..K`` where the format has none), the keys of ``thing_dataset_id_to_contiguous_id``.
+    ``classes``. ``dataset_ids[k]`` is the source's own id of ``classes[k]`` (COCO category ids,
+    YOLO index + 1; ``1..K`` where the format has none, which ``has_source_ids`` False says), the
+    keys of ``thing_dataset_id_to_contiguous_id``.
     ``class_order`` says where the order of ``classes`` comes from: ``"declared"`` by the source
     (COCO categories, YOLO names, VIA attribute options) or ``"sorted"`` (names found in the
     annotations, sorted), which decides how the classes of several splits are merged.
@@ -54,6 +55,7 @@ class LoadedSplit:
     num_negative_images: int = 0
     source: str = ""
     class_order: str = "declared"
+    has_source_ids: bool = False
 
     @property
     def mask_format(self) -> str:
@@ -230,8 +232,8 @@ def remap_classes(
 ) -> LoadedSplit:
     """``split`` with its ``category_id``s re-indexed into ``classes`` (the user's order).
 
-    ``dataset_ids`` (one per class) default to the split's own ids when it has every class,
-    else ``1..K``. A class of the data that is not in ``classes`` raises :class:`DatasetError`
+    ``dataset_ids`` (one per class) default to the source's ids when it has ids of its own and
+    every class, else ``1..K``. A class of the data that is not in ``classes`` raises :class:`DatasetError`
     naming the images where it occurs; nothing is dropped.
     """
     classes = list(classes)
@@ -240,7 +242,8 @@ def remap_classes(
         raise DatasetError(f"{split.source}: classes listed twice: {', '.join(duplicated)}")
     if dataset_ids is None:
         own = dict(zip(split.classes, split.dataset_ids, strict=True))
-        dataset_ids = [own[c] for c in classes] if all(c in own for c in classes) else None
+        has_all = split.has_source_ids and all(c in own for c in classes)
+        dataset_ids = [own[c] for c in classes] if has_all else None
         if dataset_ids is None or len(set(dataset_ids)) != len(dataset_ids):
             dataset_ids = list(range(1, len(classes) + 1))
     if len(dataset_ids) != len(classes):

@@ -222,4 +222,5 @@ def load_yolo(
         num_negative_images=sum(not d["annotations"] for d in dicts),
         source=str(images_dir),
         class_order="declared",
+        has_source_ids=True,
     )
