@@ -29,6 +29,9 @@ Format options:
   folders; default: the only entry of ``classes``, else ``object``).
 
 Every schema problem raises :class:`DatasetFileError` naming the dataset file and the key.
+
+(Longer than ~300 lines: the schema documented here, its key-by-key checks and the loading that
+reads those keys are one contract; split, the key names would live in two places.)
 """
 
 from __future__ import annotations

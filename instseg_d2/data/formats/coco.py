@@ -16,6 +16,8 @@ json of 20,000 images registers in well under a second (``benchmarks/data_scale.
   (``counts`` a string). ``iscrowd`` is kept; ``ignore: 1`` (an older convention) becomes
   ``iscrowd: 1``, noted. Polygon points and boxes slightly outside the image are clipped
   (see :mod:`.common`). An annotation without a mask is an error: Mask R-CNN needs one.
+
+(About 300 lines: one check per thing a COCO json can get wrong, each with its own message.)
 """
 
 from __future__ import annotations
