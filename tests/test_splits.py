@@ -43,11 +43,17 @@ def test_split_is_deterministic_sized_and_stratified():
 
 
 def test_a_class_with_one_image_stays_in_train():
+    # 4 + 4 images and the only image of class 5: by largest remainder class 5's group (0.6 of
+    # an image) would be first to give one to val.
+    dicts = [{"file_name": f"{c}{i}", "annotations": [{"category_id": c}]} for c in (0, 1) for i in range(4)]  # fmt: skip
+    dicts.append({"file_name": "rare", "annotations": [{"category_id": 5}]})
+    for seed in range(5):
+        train, val = stratified_split(dicts, 0.6, seed=seed)
+        assert len(val) == 5 and _images_with(train, 5) == 1
     dicts = _dataset()
-    dicts[9]["annotations"] = [{"category_id": 5}]  # the only image of class 5
-    for seed in range(10):
-        train, _ = stratified_split(dicts, 0.5, seed=seed)
-        assert _images_with(train, 5) == 1
+    dicts[9]["annotations"] = [{"category_id": 5}]
+    for seed in range(5):
+        assert _images_with(stratified_split(dicts, 0.5, seed=seed)[0], 5) == 1
 
 
 def test_tiny_datasets_still_get_a_val_image():

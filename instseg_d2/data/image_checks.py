@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .formats.common import parallel_map
+from ..utils.parallel import parallel_map
 from .image_io import BadImageError, image_size, read_image
 from .paths import cache_dir
 

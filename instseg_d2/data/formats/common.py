@@ -13,11 +13,10 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import DatasetError
 from ..image_io import BadImageError, image_size
@@ -31,8 +30,6 @@ OUTSIDE_MIN_PX = 2.0
 ELLIPSE_POINTS = 32
 # Files the readers take for images (what PIL reads without plugins).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -194,21 +191,8 @@ def ellipse_polygon(cx: float, cy: float, rx: float, ry: float, theta: float = 0
     return flat
 
 
-def parallel_map(
-    function: Callable[[Any], T], items: Iterable[Any], num_workers: int | None
-) -> list[T]:
-    """``[function(item) ...]`` in order, on threads (image headers and PNG decoding release the
-    GIL); ``num_workers`` None means one per CPU, 1 or 0 runs in this thread."""
-    items = list(items)
-    workers = (os.cpu_count() or 1) if num_workers is None else num_workers
-    if workers <= 1 or len(items) < 2:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        return list(pool.map(function, items))
-
-
 def image_size_or_error(path: str | os.PathLike) -> tuple[int, int] | BadImageError:
-    """``(height, width)`` from the header, or the BadImageError (for :func:`parallel_map`)."""
+    """``(height, width)`` from the header, or the BadImageError (for ``parallel_map``)."""
     try:
         return image_size(path)
     except BadImageError as exc:

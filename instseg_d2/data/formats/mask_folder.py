@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from ...utils.parallel import parallel_map
 from ..image_io import BadImageError, image_size, read_label_image
 from ..masks import id_mask_to_annotations
-from .common import LoadedSplit, ProblemLog, list_images, parallel_map, sample, stable_image_id
+from .common import LoadedSplit, ProblemLog, list_images, sample, stable_image_id
 
 MASK_SUFFIXES = ("", "_mask")
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...utils.parallel import parallel_map
 from ..errors import DatasetError
 from ..image_io import BadImageError
 from .common import (
@@ -47,7 +48,6 @@ from .common import (
     clip_xy,
     ellipse_polygon,
     image_size_or_error,
-    parallel_map,
     polygon_annotation,
     stable_image_id,
 )

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ...utils.parallel import parallel_map
 from ..errors import DatasetError
 from ..image_io import BadImageError
 from .common import (
@@ -33,7 +34,6 @@ from .common import (
     clip_polygons,
     image_size_or_error,
     list_images,
-    parallel_map,
     polygon_annotation,
     sample,
     stable_image_id,
