@@ -95,6 +95,10 @@ def test_without_val_a_stratified_seeded_split_or_the_saved_one(dataset):
     assert [r["file_name"] for r in again["val"].dicts] == saved
     with pytest.raises(DatasetFileError, match="the saved val split lists 1 image"):
         load_dataset_file(spec, val_files=[str(dataset / "gone.jpg")])
+    _labelme(dataset / "one", {"x": ["dog"]})
+    one = read_dataset_file(_spec(dataset, "name: one\nformat: labelme\ntrain: one\n", "one.yaml"))
+    with pytest.raises(DatasetFileError, match="no 'val' given and cannot split 1 image"):
+        load_dataset_file(one)
 
 
 def test_every_split_reports_its_problems_at_once(dataset):

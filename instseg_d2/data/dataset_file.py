@@ -301,7 +301,10 @@ def _held_out(
     spec: DatasetFile, train: LoadedSplit, val_files: list[str] | None
 ) -> tuple[list, list]:
     if val_files is None:
-        return stratified_split(train.dicts, spec.val_fraction, spec.seed)
+        try:
+            return stratified_split(train.dicts, spec.val_fraction, spec.seed)
+        except ValueError as exc:
+            raise DatasetFileError(f"{spec.path}: no 'val' given and {exc}") from None
     wanted = set(val_files)
     known = {d["file_name"] for d in train.dicts}
     missing = sorted(wanted - known)
