@@ -74,7 +74,10 @@ def make_dataset(root: Path, num_images: int, width: int, height: int) -> Path:
         if k % 10 == 9:
             continue  # a negative
         w2, h2 = width / 2, height / 2
-        polygon = {"segmentation": [[2.0, 2.0, w2, 2.0, w2, h2, 2.0, h2]], "bbox": [2.0, 2.0, w2 - 2, h2 - 2]}  # fmt: skip
+        polygon = {
+            "segmentation": [[2.0, 2.0, w2, 2.0, w2, h2, 2.0, h2]],
+            "bbox": [2.0, 2.0, w2 - 2, h2 - 2],
+        }
         masked = {"segmentation": rle, "bbox": [w2, h2, w2, h2]}
         for instance, category in ((polygon, 1 + k % 3), (masked, 2)):
             annotations.append(
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(tabulate(table, headers=["step", "seconds", "us per image"], tablefmt="github"))
         print(
-            f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}"
+            f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; "
+            f"Python {platform.python_version()}"
         )
     return 0
 

@@ -2,7 +2,8 @@
 
 Keys (paths are relative to the dataset file's folder)::
 
-    name: mydata            # registered as mydata_train, mydata_val (and mydata_test); [A-Za-z0-9_.-]+
+    name: mydata            # registered as mydata_train, mydata_val (and mydata_test);
+                            #   letters, digits and _ . - only
     format: coco            # coco | labelme | yolo | via | masks
     train: annotations/train.json   # a json file (coco, via) or a folder (labelme, yolo, masks)
     val: annotations/val.json       # optional: without it, val_fraction of train, seeded

@@ -257,7 +257,8 @@ def check_registered_datasets(
 ) -> None:
     """Validate registered datasets; log warnings, raise DatasetValidationError on any error.
 
-    The one call a trainer needs: ``check_registered_datasets(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST)``.
+    The one call a trainer needs:
+    ``check_registered_datasets(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST)``.
     ``cache`` "default" uses :func:`~.image_checks.default_image_cache`; None decodes every time.
     """
     import logging

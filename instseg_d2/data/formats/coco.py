@@ -110,7 +110,8 @@ def _images(data: dict, json_file: Path, image_root: Path, log: ProblemLog) -> d
         if file_name in seen_files:
             log.error(
                 json_file,
-                f"file_name {file_name!r} is listed twice (ids {seen_files[file_name]} and {image_id})",
+                f"file_name {file_name!r} is listed twice "
+                f"(ids {seen_files[file_name]} and {image_id})",
             )
             continue
         seen_files[file_name] = image_id
@@ -150,14 +151,16 @@ def _segmentation(
         if not (isinstance(size, list) and len(size) == 2 and list(size) == [height, width]):
             log.error(
                 json_file,
-                f"{where}: RLE size {size} differs from the image's [height, width] [{height}, {width}]",
+                f"{where}: RLE size {size} differs from the image's [height, width] "
+                f"[{height}, {width}]",
             )
             return None
         if isinstance(counts, list):  # uncompressed RLE, as COCO writes for iscrowd
             if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != height * width:
                 log.error(
                     json_file,
-                    f"{where}: uncompressed RLE counts must be non-negative integers summing to {height}x{width}",
+                    f"{where}: uncompressed RLE counts must be non-negative integers summing "
+                    f"to {height}x{width}",
                 )
                 return None
             rle = mask_util.frPyObjects(segm, height, width)
@@ -178,12 +181,14 @@ def _segmentation(
         if not finite_numbers(polygon):
             log.error(
                 json_file,
-                f"{where}: polygon {j} must be a list of finite numbers (COCO nests each polygon in a list)",
+                f"{where}: polygon {j} must be a list of finite numbers "
+                "(COCO nests each polygon in a list)",
             )
         elif len(polygon) % 2 or len(polygon) < 6:
             log.error(
                 json_file,
-                f"{where}: polygon {j} has {len(polygon)} numbers; a polygon needs at least 3 (x, y) points",
+                f"{where}: polygon {j} has {len(polygon)} numbers; "
+                "a polygon needs at least 3 (x, y) points",
             )
         else:
             polygons.append(polygon)
@@ -221,7 +226,8 @@ def _bbox(
     if not within:
         log.error(
             json_file,
-            f"{where}: bbox {bbox} lies up to {worst:.1f} px outside the {record['width']}x{record['height']} image",
+            f"{where}: bbox {bbox} lies up to {worst:.1f} px outside the "
+            f"{record['width']}x{record['height']} image",
         )
         return None
     if count:
@@ -280,7 +286,8 @@ def load_coco(
         if ann.get("ignore", 0):
             log.note(
                 json_file,
-                f"{where}: 'ignore: 1' read as iscrowd 1 (left out of training, not counted by COCO evaluation)",
+                f"{where}: 'ignore: 1' read as iscrowd 1 "
+                "(left out of training, not counted by COCO evaluation)",
             )
             iscrowd = 1
         segm = _segmentation(

@@ -217,7 +217,8 @@ def remap_classes(
     """``split`` with its ``category_id``s re-indexed into ``classes`` (the user's order).
 
     ``dataset_ids`` (one per class) default to the source's ids when it has ids of its own and
-    every class, else ``1..K``. A class of the data that is not in ``classes`` raises :class:`DatasetError`
+    every class, else ``1..K``. A class of the data that is not in ``classes`` raises
+    :class:`DatasetError`
     naming the images where it occurs; nothing is dropped.
     """
     classes = list(classes)

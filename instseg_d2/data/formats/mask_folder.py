@@ -88,12 +88,11 @@ def _mask_file(folder: Path, stem: str, suffix: str | None, log: ProblemLog) -> 
     return found[0] if found else None
 
 
-def _mask_stem(path: Path, suffix: str | None) -> str:
-    suffixes = MASK_SUFFIXES if suffix is None else [suffix]
-    for s in sorted(suffixes, key=len, reverse=True):
-        if s and path.stem.endswith(s):
-            return path.stem[: -len(s)]
-    return path.stem
+def _image_stems(mask: Path, suffix: str | None) -> set[str]:
+    """The image stems ``mask`` can belong to (``a_mask.png``: ``a``, or ``a_mask`` when the
+    suffix may be empty)."""
+    suffixes = MASK_SUFFIXES if suffix is None else (suffix,)
+    return {mask.stem[: len(mask.stem) - len(s)] for s in suffixes if mask.stem.endswith(s)}
 
 
 def _read_masks(image: Path, masks: list[tuple[str, Path]]) -> Any:
@@ -166,7 +165,7 @@ def load_mask_folder(
         orphans = [
             p.name
             for p in sorted(mask_folder.glob("*.png"))
-            if _mask_stem(p, suffix) not in by_stem
+            if not _image_stems(p, suffix) & by_stem.keys()
         ]
         if orphans:
             log.error(mask_folder, f"mask(s) without an image in {image_root}: {sample(orphans)}")

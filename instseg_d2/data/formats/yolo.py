@@ -198,7 +198,8 @@ def load_yolo(
     if unlabelled:
         log.note(
             images_dir,
-            f"{len(unlabelled)} image(s) without a label file kept as negatives: {sample(unlabelled)}",
+            f"{len(unlabelled)} image(s) without a label file kept as negatives: "
+            f"{sample(unlabelled)}",
         )
     label_dir = yolo_label_path(images_dir / "_")
     if label_dir is not None and label_dir.parent.is_dir():
