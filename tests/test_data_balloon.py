@@ -11,13 +11,16 @@ from detectron2.structures import BoxMode, PolygonMasks
 from PIL import Image
 
 import instseg_d2.data  # noqa: F401  (registers the datasets)
-from instseg_d2.data.datasets.register_balloon import (
+from instseg_d2.data.datasets.register_balloon import load_balloon_dicts
+from instseg_d2.data.errors import DatasetError
+from instseg_d2.data.formats.via import (
+    ELLIPSE_POINTS,
     PIXEL_CENTER_SHIFT,
-    load_balloon_dicts,
+    ViaFormatError,
+    load_via_file,
+    parse_via,
     via_image_id,
 )
-from instseg_d2.data.errors import DatasetError
-from instseg_d2.data.via import ELLIPSE_POINTS, ViaFormatError, load_via_file, parse_via
 
 
 def test_split_counts_and_metadata(shared_data):

@@ -8,9 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from instseg_d2.data.datasets.register_balloon import polygon_to_annotation
+from instseg_d2.data.formats.via import ViaFormatError, parse_via, polygon_to_annotation
 from instseg_d2.data.masks import decode_rle, id_mask_to_annotations
-from instseg_d2.data.via import ViaFormatError, parse_via
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,5 @@
-"""Where datasets live: ``$DETECTRON2_DATASETS`` (default ``./datasets``), as in Detectron2."""
+"""Where datasets live: ``$DETECTRON2_DATASETS`` (default ``./datasets``), as in Detectron2; and
+where this project keeps its caches (:func:`cache_dir`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ EXPECTED_LAYOUT: dict[str, tuple[str, ...]] = {
 
 def dataset_root() -> Path:
     return Path(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")))
+
+
+def cache_dir() -> Path:
+    """``$INSTSEG_D2_CACHE_DIR``, else ``$XDG_CACHE_HOME/instseg_d2``, else ``~/.cache/instseg_d2``.
+
+    Holds the image-check cache of validation and the images that LabelMe files embed. Nothing
+    in it is needed: deleting it only costs the time to rebuild it.
+    """
+    explicit = os.environ.get("INSTSEG_D2_CACHE_DIR")
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(os.path.expanduser(base)) / "instseg_d2"
 
 
 def missing_parts(root: Path, name: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Per-dataset statistics: images, instances, instances per image, mask areas, image sizes."""
+"""Per-dataset statistics: images, instances, instances per image, mask areas, image sizes, and
+instances and images per class."""
 
 from __future__ import annotations
 
@@ -31,8 +32,26 @@ def annotation_area(ann: dict) -> float:
     return float(max(0.0, x1 - x0) * max(0.0, y1 - y0))
 
 
-def summarize_dataset_dicts(dicts: Sequence[dict]) -> dict:
-    """JSON-serializable statistics of Detectron2 dataset dicts."""
+def per_class_counts(dicts: Sequence[dict], classes: Sequence[str] | None = None) -> dict:
+    """``{class name: {"instances": n, "images": m}}`` in class order; every class of
+    ``classes`` is listed (0 when absent). Without ``classes`` the names are the category ids."""
+    instances: Counter = Counter()
+    images: Counter = Counter()
+    for record in dicts:
+        present = [a["category_id"] for a in record.get("annotations", [])]
+        instances.update(present)
+        images.update(set(present))
+    ids = range(len(classes)) if classes is not None else sorted(instances)
+    name = (lambda i: classes[i]) if classes is not None else str
+    counts = {name(i): {"instances": instances[i], "images": images[i]} for i in ids}
+    unknown = sorted(set(instances) - set(ids))
+    for i in unknown:  # a category_id beyond the class list: shown, not hidden
+        counts[f"<unknown id {i}>"] = {"instances": instances[i], "images": images[i]}
+    return counts
+
+
+def summarize_dataset_dicts(dicts: Sequence[dict], classes: Sequence[str] | None = None) -> dict:
+    """JSON-serializable statistics of Detectron2 dataset dicts (``classes``: their names)."""
     per_image = np.array([len(d.get("annotations", [])) for d in dicts], dtype=float)
     areas = np.array(
         [annotation_area(a) for d in dicts for a in d.get("annotations", [])], dtype=float
@@ -68,6 +87,7 @@ def summarize_dataset_dicts(dicts: Sequence[dict]) -> dict:
         "image_height": stats(np.array(heights, dtype=float)),
         "distinct_image_sizes": len(sizes),
         "most_common_image_sizes": dict(sizes.most_common(3)),
+        "classes": per_class_counts(dicts, classes),
     }
 
 
@@ -106,3 +126,15 @@ SUMMARY_HEADERS = [
     "COCO S/M/L",
     "image W x H",
 ]
+
+
+CLASS_HEADERS = ["dataset", "class", "instances", "images with it"]
+
+
+def class_table_rows(summaries: dict[str, dict]) -> list[list]:
+    """One row per dataset and class for ``tabulate`` (see CLASS_HEADERS)."""
+    return [
+        [name, cls, counts["instances"], counts["images"]]
+        for name, s in summaries.items()
+        for cls, counts in s["classes"].items()
+    ]

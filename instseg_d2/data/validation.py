@@ -1,19 +1,20 @@
 """Check Detectron2 dataset dicts before training: every problem, each with its file.
 
-:func:`validate_dataset_dicts` decodes every image (with :func:`~.image_io.read_image`) and checks
-the recorded size, duplicate files and ids, boxes, polygons (at least 3 points, finite, inside the
-image, non-zero area) and RLE masks (size equals the image, non-empty). It never raises for bad
-data: it returns :class:`Problem` records, so a caller sees all problems at once. The trainer
-calls it at the start of training (``cfg.INSTSEG.VALIDATE_DATA``); ``tools/validate_dataset.py``
-is the command line.
+:func:`validate_dataset_dicts` decodes every image (in parallel, remembered in an
+:class:`~.image_checks.ImageCheckCache` when one is given, so unchanged files are not decoded
+again) and checks the recorded size, duplicate files and ids, boxes, polygons (at least 3 points,
+finite, inside the image, non-zero area) and RLE masks (size equals the image, non-empty). It
+never raises for bad data: it returns :class:`Problem` records, so a caller sees all problems at
+once. The trainer calls :func:`check_registered_datasets` at the start of training
+(``cfg.INSTSEG.VALIDATE_DATA``); ``tools/validate_dataset.py`` is the command line. Checks that
+need several splits (a class seen in val but never in train, ...) are in
+:mod:`.dataset_validation`; checks of a source file's own structure are in the readers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,9 @@ import pycocotools.mask as mask_util
 from detectron2.structures import BoxMode
 
 from ..utils.errors import UserError
-from .image_io import BadImageError, image_size, read_image
+from .errors import DatasetError
+from .image_checks import ImageCheck, ImageCheckCache, check_images, default_image_cache
+from .problems import Problem, format_problems
 
 __all__ = [
     "DatasetValidationError",
@@ -36,19 +39,6 @@ __all__ = [
 _EDGE_TOLERANCE = 1e-3
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    message: str
-    severity: str = "error"  # "error" stops training; "warning" is reported only
-
-    def __str__(self) -> str:
-        return f"{self.severity.upper()} {self.file}: {self.message}"
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-
 class DatasetValidationError(UserError, ValueError):
     """Raised by callers that stop on validation errors; the message lists them."""
 
@@ -56,15 +46,6 @@ class DatasetValidationError(UserError, ValueError):
         self.problems = list(problems)
         self.dataset = dataset
         super().__init__(format_problems(self.problems, dataset))
-
-
-def format_problems(problems: Sequence[Problem], dataset: str = "dataset", limit: int = 50) -> str:
-    errors = sum(p.severity == "error" for p in problems)
-    lines = [f"{dataset}: {errors} error(s), {len(problems) - errors} warning(s)"]
-    lines += [f"  {p}" for p in problems[:limit]]
-    if len(problems) > limit:
-        lines.append(f"  ... and {len(problems) - limit} more")
-    return "\n".join(lines)
 
 
 def _is_number(value: Any) -> bool:
@@ -174,15 +155,11 @@ def _check_annotation(
     return messages
 
 
-def _check_image(record: dict, decode: bool, num_classes: int | None) -> list[Problem]:
+def _check_record(record: dict, image: ImageCheck, num_classes: int | None) -> list[Problem]:
     file_name = str(record.get("file_name"))
-    try:
-        if decode:
-            h, w = read_image(file_name, format="BGR").shape[:2]
-        else:
-            h, w = image_size(file_name)
-    except BadImageError as exc:
-        return [Problem(file_name, str(exc).removeprefix(f"{file_name}: "))]
+    if image.error is not None:
+        return [Problem(file_name, image.error)]
+    h, w = image.height, image.width
     height, width = record.get("height", h), record.get("width", w)
     if (height, width) != (h, w):
         return [
@@ -201,14 +178,16 @@ def _check_image(record: dict, decode: bool, num_classes: int | None) -> list[Pr
 def validate_dataset_dicts(
     dicts: Sequence[dict],
     decode_images: bool = True,
-    num_workers: int = 4,
+    num_workers: int | None = None,
     num_classes: int | None = None,
+    cache: ImageCheckCache | None = None,
 ) -> list[Problem]:
     """Every problem of Detectron2 dataset ``dicts``, in dataset order; empty when all is well.
 
     ``num_classes`` (e.g. ``len(metadata.thing_classes)``) also checks ``category_id`` < it.
     With ``decode_images`` every image is fully decoded (catches truncated files); without, only
-    headers are read. Images are read by ``num_workers`` threads (PIL decodes without the GIL).
+    headers are read. Images are read by ``num_workers`` threads (None: one per CPU; PIL decodes
+    without the GIL); ``cache`` remembers the results (see :mod:`.image_checks`).
     """
     problems: list[Problem] = []
     seen_files: dict[str, int] = {}
@@ -234,30 +213,35 @@ def validate_dataset_dicts(
         else:
             seen_ids[image_id] = file_name
         records.append(record)
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        for found in pool.map(lambda r: _check_image(r, decode_images, num_classes), records):
-            problems += found
+    images = check_images((str(r["file_name"]) for r in records), decode_images, num_workers, cache)
+    for record in records:
+        problems += _check_record(record, images[str(record["file_name"])], num_classes)
     return problems
 
 
-def validate_registered_dataset(name: str, decode_images: bool = True) -> list[Problem]:
-    """Problems of the registered dataset ``name``, including a loader that fails.
+def validate_registered_dataset(
+    name: str, decode_images: bool = True, cache: ImageCheckCache | None = None
+) -> list[Problem]:
+    """Problems of the registered dataset ``name``, including a loader that fails (each of the
+    problems a reader lists becomes one Problem).
 
     For Penn-Fudan datasets, disagreements between the .txt boxes and the masks are added as
     warnings (the masks are the ground truth).
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from .errors import DatasetError
-
     try:
         dicts = DatasetCatalog.get(name)
-    except (DatasetError, OSError) as exc:
+    except DatasetError as exc:
+        return exc.as_problems()
+    except OSError as exc:
         file, _, message = str(exc).partition(": ")
         return [Problem(file, message or str(exc))]
     thing_classes = MetadataCatalog.get(name).get("thing_classes")
     num_classes = len(thing_classes) if thing_classes else None
-    problems = validate_dataset_dicts(dicts, decode_images=decode_images, num_classes=num_classes)
+    problems = validate_dataset_dicts(
+        dicts, decode_images=decode_images, num_classes=num_classes, cache=cache
+    )
     if name.startswith("pennfudan"):
         from .datasets.register_pennfudan import pennfudan_annotation_disagreements
 
@@ -268,16 +252,24 @@ def validate_registered_dataset(name: str, decode_images: bool = True) -> list[P
     return problems
 
 
-def check_registered_datasets(names: Iterable[str], decode_images: bool = True) -> None:
+def check_registered_datasets(
+    names: Iterable[str],
+    decode_images: bool = True,
+    cache: ImageCheckCache | None | str = "default",
+) -> None:
     """Validate registered datasets; log warnings, raise DatasetValidationError on any error.
 
-    The one call a trainer needs: ``check_registered_datasets(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST)``.
+    The one call a trainer needs:
+    ``check_registered_datasets(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST)``.
+    ``cache`` "default" uses :func:`~.image_checks.default_image_cache`; None decodes every time.
     """
     import logging
 
     logger = logging.getLogger(__name__)
+    if cache == "default":
+        cache = default_image_cache()
     for name in dict.fromkeys(names):  # unique, in order
-        problems = validate_registered_dataset(name, decode_images=decode_images)
+        problems = validate_registered_dataset(name, decode_images=decode_images, cache=cache)
         errors = [p for p in problems if p.severity == "error"]
         if errors:
             raise DatasetValidationError(problems, name)

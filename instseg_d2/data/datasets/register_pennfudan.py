@@ -1,5 +1,6 @@
 """Penn-Fudan Pedestrians as Detectron2 datasets: one annotation per person in each mask.
 
+Read by the mask-folder reader (:mod:`..formats.mask_folder`).
 ``PedMasks/<stem>_mask.png`` holds instance ids (pixel value k is the k-th person, 0 background).
 Each id becomes one annotation with a lossless COCO RLE ``segmentation`` (so configs use
 ``INPUT.MASK_FORMAT: bitmask``) and the tight mask box in ``XYWH_ABS``. The masks are the ground
@@ -18,8 +19,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..errors import DatasetError
-from ..image_io import BadImageError, image_size, read_label_image
-from ..masks import id_mask_to_annotations
+from ..formats.mask_folder import load_mask_folder
 from ..pascal_txt import box_iou, parse_pascal_txt
 from .pennfudan_split import load_pennfudan_split, make_pennfudan_kfold
 
@@ -66,47 +66,27 @@ def _check_layout(dataset_dir: Path) -> None:
 def load_pennfudan_dicts(dataset_dir: str | os.PathLike, stems: Sequence[str]) -> list[dict]:
     """Detectron2 dataset dicts for the images ``stems`` of the Penn-Fudan folder ``dataset_dir``.
 
-    Raises DatasetError (naming the file) for a missing image or mask, a mask whose size differs
-    from its image, or an unreadable file. A mask with a gap in its ids (e.g. 1 and 3) keeps every
-    id it has and logs a warning.
+    Read by the mask-folder reader (``PNGImages/<stem>.png``, ``PedMasks/<stem>_mask.png``, one
+    class). Raises DatasetError (naming the file) for a missing image or mask, a mask whose size
+    differs from its image, or an unreadable file. A mask with a gap in its ids (e.g. 1 and 3)
+    keeps every id it has and logs a warning.
     """
     dataset_dir = Path(dataset_dir)
     _check_layout(dataset_dir)
-    dicts = []
-    for stem in stems:
-        image_file = dataset_dir / "PNGImages" / f"{stem}.png"
-        mask_file = dataset_dir / "PedMasks" / f"{stem}_mask.png"
-        for path in (image_file, mask_file):
-            if not path.is_file():
-                raise DatasetError(f"{path}: file not found ({_PREPARE_HINT})")
-        try:
-            height, width = image_size(image_file)
-            id_mask = read_label_image(mask_file)
-        except BadImageError as exc:
-            raise DatasetError(str(exc)) from None
-        if id_mask.shape != (height, width):
-            raise DatasetError(
-                f"{mask_file}: mask is {id_mask.shape[1]}x{id_mask.shape[0]} (WxH) but its image "
-                f"{image_file.name} is {width}x{height}"
-            )
-        annotations = id_mask_to_annotations(id_mask)
-        ids = [a["instance_id"] for a in annotations]
-        if ids != list(range(1, len(ids) + 1)):
-            logger.warning(
-                "%s: instance ids %s are not 1..%d; each id present is kept as one instance",
-                mask_file,
-                ids,
-                len(ids),
-            )
-        dicts.append(
-            {
-                "file_name": str(image_file),
-                "height": height,
-                "width": width,
-                "image_id": pennfudan_image_id(stem),
-                "annotations": annotations,
-            }
-        )
+    loaded = load_mask_folder(
+        dataset_dir,
+        images_dir="PNGImages",
+        masks_dir="PedMasks",
+        suffix="_mask",
+        class_name=PENNFUDAN_METADATA["thing_classes"][0],
+        stems=stems,
+        require_masks=True,
+    )
+    for note in loaded.notes:
+        logger.warning("%s: %s", note.file, note.message)
+    dicts = loaded.dicts
+    for record in dicts:
+        record["image_id"] = pennfudan_image_id(Path(record["file_name"]).stem)
     disagreements = pennfudan_annotation_disagreements(dataset_dir, dicts)
     if disagreements:
         logger.warning(
