@@ -170,7 +170,10 @@ def test_path_errors_say_what_was_expected(dataset):
 def test_each_format_is_dispatched_with_its_options(tmp_path):
     """A COCO file with per-split image roots and a single-class VIA file named by ``classes``."""
     (tmp_path / "imgs_train").mkdir()
-    coco = {"images": [{"id": 1, "file_name": "x.jpg", "height": 4, "width": 4}], "categories": [{"id": 1, "name": "a"}]}  # fmt: skip
+    coco = {
+        "images": [{"id": 1, "file_name": "x.jpg", "height": 4, "width": 4}],
+        "categories": [{"id": 1, "name": "a"}],
+    }
     (tmp_path / "train.json").write_text(json.dumps(coco))
     spec = read_dataset_file(
         _spec(tmp_path, "name: c\nformat: coco\ntrain: train.json\nimages: {train: imgs_train}\n")

@@ -62,17 +62,27 @@ def _dataset_files(tmp_path, mixed) -> dict[str, Path]:
     files = {}
     for name, body in bodies.items():
         files[name] = tmp_path / f"{name}.yaml"
-        files[name].write_text(f"name: {name}\n{body}classes: [pedestrian, balloon]\nval_fraction: 0.5\n")  # fmt: skip
+        files[name].write_text(
+            f"name: {name}\n{body}classes: [pedestrian, balloon]\nval_fraction: 0.5\n"
+        )
     return files
 
 
 def test_each_format_converts_to_coco_that_reads_back_the_same(tmp_path, mixed, capsys):
     for fmt, dataset_file in _dataset_files(tmp_path, mixed).items():
         output = tmp_path / "out" / f"{fmt}.json"
-        assert _tool("export_coco").main(["--dataset-file", str(dataset_file), "--split", "val", "--output", str(output)]) == 0  # fmt: skip
+        assert (
+            _tool("export_coco").main(
+                ["--dataset-file", str(dataset_file), "--split", "val", "--output", str(output)]
+            )
+            == 0
+        )
         assert f"wrote {output}: 3 images" in capsys.readouterr().out
         coco = json.loads(output.read_text())
-        assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "pedestrian"), (2, "balloon")]  # fmt: skip
+        assert [(c["id"], c["name"]) for c in coco["categories"]] == [
+            (1, "pedestrian"),
+            (2, "balloon"),
+        ]
         splits, classes, _ = load_dataset_file(read_dataset_file(dataset_file))
         back = {r["image_id"]: r for r in load_coco(output).dicts}
         assert len(back) == len(splits["val"].dicts) == 3
@@ -80,35 +90,52 @@ def test_each_format_converts_to_coco_that_reads_back_the_same(tmp_path, mixed, 
             got = back[record["image_id"]]
             assert got["file_name"] == record["file_name"], fmt
             h, w = record["height"], record["width"]
-            assert [a["category_id"] for a in got["annotations"]] == [a["category_id"] for a in record["annotations"]]  # fmt: skip
+            assert [a["category_id"] for a in got["annotations"]] == [
+                a["category_id"] for a in record["annotations"]
+            ]
             for a, b in zip(record["annotations"], got["annotations"], strict=True):
                 assert b["segmentation"] == a["segmentation"], fmt  # RLE or polygons, unchanged
                 np.testing.assert_array_equal(rasterise(b, h, w), rasterise(a, h, w))
                 expected = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-                np.testing.assert_allclose(BoxMode.convert(b["bbox"], b["bbox_mode"], BoxMode.XYXY_ABS), expected, atol=1e-3)  # fmt: skip
+                np.testing.assert_allclose(
+                    BoxMode.convert(b["bbox"], b["bbox_mode"], BoxMode.XYXY_ABS),
+                    expected,
+                    atol=1e-3,
+                )
 
 
 def test_export_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nformat: labelme\ntrain: nowhere\n")
     with pytest.raises(SystemExit, match=r"^error: .*bad\.yaml: key 'train': .*does not exist"):
-        _tool("export_coco").main(["--dataset-file", str(bad), "--output", str(tmp_path / "o.json")])  # fmt: skip
+        _tool("export_coco").main(
+            ["--dataset-file", str(bad), "--output", str(tmp_path / "o.json")]
+        )
     bad.write_text(f"name: x\nformat: labelme\ntrain: {tmp_path}\nval: {tmp_path}\n")
     with pytest.raises(SystemExit, match="has no split 'test'"):
-        _tool("export_coco").main(["--dataset-file", str(bad), "--split", "test", "--output", str(tmp_path / "o.json")])  # fmt: skip
+        _tool("export_coco").main(
+            ["--dataset-file", str(bad), "--split", "test", "--output", str(tmp_path / "o.json")]
+        )
 
 
 def test_registered_multiclass_export_keeps_names_and_ids(tmp_path, mixed):
     name = "test_export_two_classes"
     if name not in DatasetCatalog.list():
         DatasetCatalog.register(name, lambda: mixed)
-        MetadataCatalog.get(name).set(thing_classes=CLASSES, thing_dataset_id_to_contiguous_id={5: 0, 9: 1})  # fmt: skip
+        MetadataCatalog.get(name).set(
+            thing_classes=CLASSES, thing_dataset_id_to_contiguous_id={5: 0, 9: 1}
+        )
     output = tmp_path / "two.json"
-    counts = _tool("export_coco").export_coco(name, output, image_root=Path(mixed[0]["file_name"]).parents[2])  # fmt: skip
+    counts = _tool("export_coco").export_coco(
+        name, output, image_root=Path(mixed[0]["file_name"]).parents[2]
+    )
     assert counts["categories"] == 2 and counts["images"] == 6
     coco = json.loads(output.read_text())
     assert coco["categories"] == [{"id": 5, "name": "pedestrian"}, {"id": 9, "name": "balloon"}]
-    assert coco["images"][0]["file_name"] == "PennFudanPed/PNGImages/" + Path(mixed[0]["file_name"]).name  # fmt: skip
+    assert (
+        coco["images"][0]["file_name"]
+        == "PennFudanPed/PNGImages/" + Path(mixed[0]["file_name"]).name
+    )
     by_image = {}
     for ann in coco["annotations"]:
         by_image.setdefault(ann["image_id"], set()).add(ann["category_id"])
@@ -118,12 +145,18 @@ def test_registered_multiclass_export_keeps_names_and_ids(tmp_path, mixed):
 def test_summary_per_class_from_a_dataset_file(tmp_path, mixed, capsys):
     dataset_file = _dataset_files(tmp_path, mixed)["labelme"]
     output = tmp_path / "summary.json"
-    assert _tool("dataset_summary").main(["--dataset-file", str(dataset_file), "--json", str(output)]) == 0  # fmt: skip
+    assert (
+        _tool("dataset_summary").main(["--dataset-file", str(dataset_file), "--json", str(output)])
+        == 0
+    )
     table = capsys.readouterr().out
     assert "| labelme_train " in table and "| labelme_val " in table
     summary = json.loads(output.read_text())
     total = {c: sum(s["classes"][c]["instances"] for s in summary.values()) for c in CLASSES}
-    expected = {c: sum(a["category_id"] == i for r in mixed for a in r["annotations"]) for i, c in enumerate(CLASSES)}  # fmt: skip
+    expected = {
+        c: sum(a["category_id"] == i for r in mixed for a in r["annotations"])
+        for i, c in enumerate(CLASSES)
+    }
     assert total == expected
     assert sum(s["classes"]["balloon"]["images"] for s in summary.values()) == 3
     assert list(summary["labelme_train"]["classes"]) == CLASSES  # the model's order

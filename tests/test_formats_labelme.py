@@ -18,7 +18,14 @@ from instseg_d2.data.formats.common import ELLIPSE_POINTS
 
 
 def _shape(label, points, shape_type="polygon", group_id=None, **extra):
-    return {"label": label, "points": points, "group_id": group_id, "shape_type": shape_type, "flags": {}, **extra}  # fmt: skip
+    return {
+        "label": label,
+        "points": points,
+        "group_id": group_id,
+        "shape_type": shape_type,
+        "flags": {},
+        **extra,
+    }
 
 
 def _doc(shapes, image_path, size=(40, 30), image_data=None):

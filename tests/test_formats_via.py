@@ -28,7 +28,10 @@ def folder(tmp_path):
 
 
 def _write(folder, entries, project_options=None):
-    data = {name: {"filename": name, "size": -1, "regions": regions} for name, regions in entries.items()}  # fmt: skip
+    data = {
+        name: {"filename": name, "size": -1, "regions": regions}
+        for name, regions in entries.items()
+    }
     if project_options is not None:
         data = {
             "_via_img_metadata": data,

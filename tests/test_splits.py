@@ -21,7 +21,9 @@ def _dataset(n=60, seed=1):
             classes = [2, 0]
         else:
             classes = rng.sample([0, 1], rng.randint(1, 2))
-        dicts.append({"file_name": f"{i:03d}.jpg", "annotations": [{"category_id": c} for c in classes]})  # fmt: skip
+        dicts.append(
+            {"file_name": f"{i:03d}.jpg", "annotations": [{"category_id": c} for c in classes]}
+        )
     return dicts
 
 
@@ -45,7 +47,11 @@ def test_split_is_deterministic_sized_and_stratified():
 def test_a_class_with_one_image_stays_in_train():
     # 4 + 4 images and the only image of class 5: by largest remainder class 5's group (0.6 of
     # an image) would be first to give one to val.
-    dicts = [{"file_name": f"{c}{i}", "annotations": [{"category_id": c}]} for c in (0, 1) for i in range(4)]  # fmt: skip
+    dicts = [
+        {"file_name": f"{c}{i}", "annotations": [{"category_id": c}]}
+        for c in (0, 1)
+        for i in range(4)
+    ]
     dicts.append({"file_name": "rare", "annotations": [{"category_id": 5}]})
     for seed in range(5):
         train, val = stratified_split(dicts, 0.6, seed=seed)
@@ -57,7 +63,10 @@ def test_a_class_with_one_image_stays_in_train():
 
 
 def test_tiny_datasets_still_get_a_val_image():
-    dicts = [{"file_name": "a", "annotations": [{"category_id": 0}]}, {"file_name": "b", "annotations": [{"category_id": 1}]}]  # fmt: skip
+    dicts = [
+        {"file_name": "a", "annotations": [{"category_id": 0}]},
+        {"file_name": "b", "annotations": [{"category_id": 1}]},
+    ]
     train, val = stratified_split(dicts, 0.2)
     assert len(train) == len(val) == 1
     with pytest.raises(ValueError, match="cannot split 1 image"):

@@ -1,5 +1,10 @@
 """Data: image reading, dataset registration (on import), validation and export helpers.
 
+Users' own data: readers of COCO, LabelMe, YOLO-seg, VIA and mask folders in ``formats/``, the
+dataset file that describes a dataset in ``dataset_file.py``, seeded stratified splits in
+``splits.py``, checks in ``validation.py`` / ``dataset_validation.py``, COCO export in
+``export.py``.
+
 ``import instseg_d2.data`` registers pennfudan_* and balloon_* in Detectron2's DatasetCatalog.
 """
 
