@@ -21,14 +21,39 @@ from .utils.errors import ConfigError
 MODEL_ZOO_PREFIX = "model_zoo://"
 
 
+def _ints_to_floats(values: D2CfgNode, reference: D2CfgNode) -> None:
+    """Make the ints of ``values`` floats where ``reference`` has a float (in place)."""
+    for key, value in values.items():
+        target = reference.get(key) if isinstance(reference, D2CfgNode) else None
+        if isinstance(value, D2CfgNode):
+            _ints_to_floats(value, target)
+        elif isinstance(target, float) and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = float(value)
+
+
 class CfgNode(D2CfgNode):
-    """Detectron2's CfgNode that can also open ``model_zoo://`` bases.
+    """Detectron2's CfgNode that can also open ``model_zoo://`` bases, and takes ``30`` for a
+    float key such as ``INSTSEG.EPOCHS`` (yacs refuses an int where the default is a float).
 
     fvcore joins a relative ``_BASE_`` onto the including file's folder, so by the time a path
     reaches ``_open_cfg`` it reads ``configs/PennFudan/model_zoo://COCO-.../x.yaml``; the model-zoo
     file's own relative bases (``../Base-RCNN-FPN.yaml``) are joined the same way and normalised
     here, which resolves them inside the model zoo as well.
     """
+
+    def merge_from_other_cfg(self, cfg_other):
+        _ints_to_floats(cfg_other, self)
+        return super().merge_from_other_cfg(cfg_other)
+
+    def merge_from_list(self, cfg_list):
+        coerced = list(cfg_list)
+        for i in range(0, len(coerced) - 1, 2):
+            node = self
+            for part in str(coerced[i]).split("."):
+                node = node.get(part) if isinstance(node, D2CfgNode) else None
+            if isinstance(node, float) and re.fullmatch(r"[+-]?\d+", str(coerced[i + 1]).strip()):
+                coerced[i + 1] = f"{float(coerced[i + 1])}"
+        return super().merge_from_list(coerced)
 
     @classmethod
     def _open_cfg(cls, filename):
@@ -50,6 +75,19 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     cfg.INPUT.DATASET_MAPPER_NAME = "InstSegDatasetMapper"
     # Same node class as ``cfg``: yacs refuses to merge a YAML section into a node of another class.
     cfg.INSTSEG = type(cfg)()
+    # A dataset of your own: a YAML dataset file (instseg_d2/data/dataset_file.py) whose splits
+    # are registered as <name>_train/_val/_test and set DATASETS.*, NUM_CLASSES and the metadata.
+    cfg.INSTSEG.DATASET_FILE = ""
+    # The schedule in epochs (passes over the training set) instead of iterations, converted with
+    # the training set's size and SOLVER.IMS_PER_BATCH (instseg_d2/engine/schedule.py): the same
+    # config then fits datasets of any size. EPOCHS > 0 needs SOLVER.MAX_ITER -1 (one of the two
+    # sets the length); LR_STEPS_EPOCHS replaces SOLVER.STEPS, the others their iteration keys
+    # when >= 0.
+    cfg.INSTSEG.EPOCHS = 0.0
+    cfg.INSTSEG.LR_STEPS_EPOCHS = ()
+    cfg.INSTSEG.WARMUP_EPOCHS = -1.0
+    cfg.INSTSEG.EVAL_PERIOD_EPOCHS = -1.0
+    cfg.INSTSEG.CHECKPOINT_PERIOD_EPOCHS = -1.0
     # Metric watched by BestCheckpointer and early stopping, as named in metrics.json.
     cfg.INSTSEG.BEST_METRIC = "segm/AP"
     cfg.INSTSEG.BEST_METRIC_MODE = "max"

@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import instseg_d2.data  # noqa: F401  (registers the datasets)
+from instseg_d2.data.errors import UnknownDatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def test_coco_export_round_trips(tmp_path, shared_data, dataset, images, annotat
 
 
 def test_export_unknown_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="unknown dataset 'nope'"):
+    with pytest.raises(UnknownDatasetError, match="dataset 'nope' is not registered"):
         _tool("export_coco").main(["--dataset", "nope", "--output", str(tmp_path / "x.json")])
 
 
@@ -79,7 +80,7 @@ def test_dataset_summary_table_and_json(tmp_path, shared_data, capsys):
     output = tmp_path / "summary.json"
     assert (
         _tool("dataset_summary").main(
-            ["--dataset", "pennfudan_val", "balloon_val_mini", "--json", str(output)]
+            ["--dataset", "pennfudan_val", "balloon_val_mini", "--output", str(output)]
         )
         == 0
     )

@@ -20,8 +20,10 @@ from format_writers import (
 
 import instseg_d2.data  # noqa: F401  (registers the datasets)
 from instseg_d2.data.dataset_file import load_dataset_file, read_dataset_file
+from instseg_d2.data.errors import DatasetError
 from instseg_d2.data.export import dicts_to_coco, write_json
 from instseg_d2.data.formats import load_coco
+from instseg_d2.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["pedestrian", "balloon"]
@@ -107,12 +109,12 @@ def test_each_format_converts_to_coco_that_reads_back_the_same(tmp_path, mixed, 
 def test_export_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nformat: labelme\ntrain: nowhere\n")
-    with pytest.raises(SystemExit, match=r"^error: .*bad\.yaml: key 'train': .*does not exist"):
+    with pytest.raises(DatasetError, match=r"bad\.yaml: key 'train': .*does not exist"):
         _tool("export_coco").main(
             ["--dataset-file", str(bad), "--output", str(tmp_path / "o.json")]
         )
     bad.write_text(f"name: x\nformat: labelme\ntrain: {tmp_path}\nval: {tmp_path}\n")
-    with pytest.raises(SystemExit, match="has no split 'test'"):
+    with pytest.raises(UserError, match="has no split 'test'"):
         _tool("export_coco").main(
             ["--dataset-file", str(bad), "--split", "test", "--output", str(tmp_path / "o.json")]
         )
@@ -146,7 +148,9 @@ def test_summary_per_class_from_a_dataset_file(tmp_path, mixed, capsys):
     dataset_file = _dataset_files(tmp_path, mixed)["labelme"]
     output = tmp_path / "summary.json"
     assert (
-        _tool("dataset_summary").main(["--dataset-file", str(dataset_file), "--json", str(output)])
+        _tool("dataset_summary").main(
+            ["--dataset-file", str(dataset_file), "--output", str(output)]
+        )
         == 0
     )
     table = capsys.readouterr().out

@@ -13,6 +13,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 import instseg_d2.data  # noqa: F401  (registers the datasets)
+from instseg_d2.data.errors import UnknownDatasetError
 from instseg_d2.data.masks import encode_binary_mask
 from instseg_d2.data.validation import (
     DatasetValidationError,
@@ -172,14 +173,14 @@ def test_cli_exit_codes_and_json(tmp_path, good_image, capsys, shared_data):
         DatasetCatalog.register(bad_name, lambda: [_record(good_image, [_poly([1, 1, 2, 1])])])
         MetadataCatalog.get(bad_name).set(thing_classes=["x"])
     report = tmp_path / "report.json"
-    assert tool.main(["--dataset", "balloon_val_mini", bad_name, "--json", str(report)]) == 1
+    assert tool.main(["--dataset", "balloon_val_mini", bad_name, "--output", str(report)]) == 1
     out = capsys.readouterr().out
     assert "balloon_val_mini: 0 error(s), 0 warning(s)" in out
     assert f"ERROR {good_image}: annotation 0 polygon 0: needs at least 3" in out
     saved = json.loads(report.read_text())
     assert saved["balloon_val_mini"] == [] and saved[bad_name][0]["file"] == str(good_image)
     assert tool.main(["--dataset", "pennfudan_val_mini", "--no-decode"]) == 0
-    with pytest.raises(SystemExit, match="unknown dataset"):
+    with pytest.raises(UnknownDatasetError, match="dataset 'no_such_dataset' is not registered"):
         tool.main(["--dataset", "no_such_dataset"])
 
 

@@ -118,7 +118,9 @@ def main(args):
 
 def check_before_launch(args) -> None:
     """Stop on a bad config, dataset name or unreachable weights before any process starts."""
-    cfg, _ = setup_config(args.config_file, args.opts, output_dir=args.output)
+    cfg, _ = setup_config(
+        args.config_file, args.opts, output_dir=args.output, training=not args.eval_only
+    )
     resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     if not resuming:
         # An offline machine stops here, before datasets and model are built.

@@ -18,10 +18,13 @@ from detectron2.config import CfgNode
 from ..checkpoint import WeightsUnavailableError, find_run_weights
 from ..config import load_config
 from ..data.catalog import check_dataset_names
+from ..data.datasets.register_dataset_file import apply_dataset_file, register_dataset_file
+from ..utils.errors import ConfigError
+from .schedule import apply_epoch_schedule
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fall_back_to_cpu", "setup_config", "setup_inference_config"]
+__all__ = ["dataset_names_from_args", "fall_back_to_cpu", "setup_config", "setup_inference_config"]
 
 
 def fall_back_to_cpu(cfg: CfgNode) -> list[str]:
@@ -46,19 +49,32 @@ def setup_config(
     *,
     output_dir: str | os.PathLike | None = None,
     check_datasets: bool = True,
+    training: bool = False,
 ) -> tuple[CfgNode, list[str]]:
-    """The config of ``config_file`` with ``opts``, fitted to this machine; not frozen.
+    """The config of ``config_file`` with ``opts``, fitted to this machine and data; not frozen.
 
-    ``output_dir`` (a tool's ``--output``) sets ``OUTPUT_DIR``. With ``check_datasets`` the names in
-    ``DATASETS.TRAIN`` / ``DATASETS.TEST`` must be registered. Returns the config and the notes of
-    what was changed for the machine (for the caller to log once its logger is set up).
+    ``output_dir`` (a tool's ``--output``) sets ``OUTPUT_DIR``. A dataset file
+    (``INSTSEG.DATASET_FILE``) is registered and applied (with ``training``, its records are
+    written into ``OUTPUT_DIR``). With ``check_datasets`` the names in ``DATASETS.TRAIN`` /
+    ``DATASETS.TEST`` must be registered, and a schedule in epochs is converted to iterations.
+    Returns the config and the notes of what was changed (for the caller to log once its logger
+    is set up).
     """
     cfg = load_config(config_file, list(opts))
     if output_dir is not None:
         cfg.OUTPUT_DIR = os.fspath(output_dir)
     notes = fall_back_to_cpu(cfg)
+    notes += apply_dataset_file(cfg, write_records=training)
     if check_datasets:
+        if not len(cfg.DATASETS.TRAIN):
+            raise ConfigError(
+                f"{config_file}: no training dataset; give your dataset file with "
+                "INSTSEG.DATASET_FILE path/to/data.yaml (or name registered ones in DATASETS.TRAIN)"
+            )
         check_dataset_names(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+        schedule = apply_epoch_schedule(cfg)
+        if schedule:
+            notes.append(schedule)
     return cfg, notes
 
 
@@ -91,3 +107,23 @@ def setup_inference_config(
         cfg.MODEL.WEIGHTS = str(found)
     cfg.freeze()
     return cfg
+
+
+def dataset_names_from_args(
+    names: Sequence[str] = (),
+    dataset_file: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    opts: Sequence[str] = (),
+) -> list[str]:
+    """The datasets a data tool works on: ``names``, every split of ``dataset_file``, and the
+    ``DATASETS.TRAIN`` / ``DATASETS.TEST`` of ``config_file`` (with its ``INSTSEG.DATASET_FILE``),
+    registered and checked, without duplicates."""
+    found = list(names)
+    if dataset_file is not None:
+        found += register_dataset_file(dataset_file).names.values()
+    if config_file is not None:
+        cfg, _ = setup_config(config_file, opts, check_datasets=False)
+        found += list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    found = list(dict.fromkeys(found))
+    check_dataset_names(found)
+    return found

@@ -47,6 +47,39 @@ def format_table(datasets: Mapping[str, Mapping], fmt: str = "github") -> str:
                     missingval="-")  # fmt: skip
 
 
+PER_CLASS_PREFIX = "AP-"
+
+
+def per_class_ap(datasets: Mapping[str, Mapping]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{dataset: {class: {task: AP}}}`` from COCOEvaluator's ``AP-<class>`` entries (it adds one
+    per class of the dataset's ``thing_classes``)."""
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, tasks in datasets.items():
+        for task, metrics in tasks.items():
+            for key, value in metrics.items():
+                if key.startswith(PER_CLASS_PREFIX):
+                    cls = key[len(PER_CLASS_PREFIX) :]
+                    table.setdefault(name, {}).setdefault(cls, {})[task] = _finite_or_none(value)
+    return table
+
+
+def format_per_class_table(per_class: Mapping[str, Mapping], fmt: str = "github") -> str:
+    """Rows ``dataset, class``, a column of AP per task; empty string for one-class data."""
+    rows = []
+    tasks = list(
+        dict.fromkeys(t for classes in per_class.values() for c in classes.values() for t in c)
+    )
+    for name, classes in per_class.items():
+        if len(classes) < 2:
+            continue
+        for cls, aps in classes.items():
+            rows.append([name, cls, *(aps.get(t) for t in tasks)])
+    if not rows:
+        return ""
+    return tabulate(rows, headers=["dataset", "class", *(f"{t} AP" for t in tasks)],
+                    tablefmt=fmt, floatfmt=".2f", missingval="-")  # fmt: skip
+
+
 def write_final_metrics(
     results: Mapping,
     output_dir: str,
@@ -58,8 +91,10 @@ def write_final_metrics(
     """Print the table and write ``final_metrics.json`` and ``final_metrics.md``; returns the JSON.
 
     JSON layout: ``{"weights", "iteration", "datasets": {name: {"bbox": {...}, "segm": {...}}},
-    "bbox": {...}, "segm": {...}}`` where the top-level ``bbox``/``segm`` are those of the first
-    test set (the common single-test-set case); NaN values (no object of that size) are null.
+    "per_class": {name: {class: {"bbox": AP, "segm": AP}}}, "bbox": {...}, "segm": {...}}`` where
+    the top-level ``bbox``/``segm`` are those of the first test set (the common single-test-set
+    case); NaN values (no object of that size) are null. The markdown adds a table of AP per
+    class when a test set has several classes.
     """
     datasets = per_dataset(results, test_sets)
     table = format_table(datasets)
@@ -69,7 +104,17 @@ def write_final_metrics(
         for name, tasks in datasets.items()
     }
     first = datasets[test_sets[0]] if test_sets and test_sets[0] in datasets else {}
-    summary = {"weights": weights, "iteration": iteration, "datasets": datasets, **first}
+    per_class = per_class_ap(datasets)
+    summary = {
+        "weights": weights,
+        "iteration": iteration,
+        "datasets": datasets,
+        "per_class": per_class,
+        **first,
+    }
+    class_table = format_per_class_table(per_class)
+    if class_table:
+        table += "\n\nAP per class:\n\n" + class_table
     logger.info("Final COCO metrics:\n" + table)
     print(table, flush=True)
     os.makedirs(output_dir, exist_ok=True)

@@ -26,7 +26,12 @@ import os
 import weakref
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import AMPTrainer, TrainerBase
@@ -35,6 +40,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import AtomicCheckpointer
 from ..data.dataset_mapper import build_dataset_mapper
+from ..data.dataset_validation import check_splits
 from ..data.validation import DatasetValidationError, check_registered_datasets
 from ..modeling.optimize import cpu_supports_bf16, optimize_for_training
 from ..utils.errors import UserError
@@ -63,17 +69,26 @@ logging.getLogger("detectron2.engine.train_loop").addFilter(_ExpectedStopsWithou
 
 
 def validate_datasets(cfg) -> None:
-    """Check every image and annotation of the train/test sets before the first step.
+    """Check every image and annotation of the train/test sets before the first step, and what
+    only the sets together show (a class in a test set but never in training, an image in both).
 
     Errors stop the run with :class:`~instseg_d2.data.validation.DatasetValidationError`, which
     lists them; warnings (e.g. a Penn-Fudan .txt box that disagrees with its mask) are logged.
     """
+    train, test = list(cfg.DATASETS.TRAIN), list(cfg.DATASETS.TEST)
+    skip = "INSTSEG.VALIDATE_DATA False skips this check"
     try:
-        check_registered_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+        check_registered_datasets(train + test)
     except DatasetValidationError as exc:
-        raise DatasetValidationError(
-            exc.problems, f"{exc.dataset} (INSTSEG.VALIDATE_DATA False skips this check)"
-        ) from None
+        raise DatasetValidationError(exc.problems, f"{exc.dataset} ({skip})") from None
+    splits = {"training sets": [d for name in train for d in DatasetCatalog.get(name)]}
+    splits.update({name: DatasetCatalog.get(name) for name in test if name not in train})
+    classes = MetadataCatalog.get(train[0]).get("thing_classes") or []
+    problems = check_splits(splits, classes, ", ".join(train + test), "training sets")
+    if any(p.severity == "error" for p in problems):
+        raise DatasetValidationError(problems, f"training and test sets ({skip})")
+    for problem in problems:
+        logger.warning(str(problem))
 
 
 class Trainer(DefaultTrainer):

@@ -60,17 +60,18 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 class ToolArgumentParser(argparse.ArgumentParser):
     """``argparse`` parser whose ``parse_args`` puts the trailing overrides in ``args.opts``."""
 
-    def __init__(self, description: str, *, config_file: bool = True, output: str | None = None,
+    def __init__(self, description: str, *, config_file: bool | str = True,
+                 output: str | None = None, output_required: bool = True,
                  **kwargs):  # fmt: skip
-        """``config_file``: add a required ``--config-file``; ``output``: help text of a required
-        ``--output`` (None: no ``--output``)."""
+        """``config_file``: True adds a required ``--config-file``, ``"optional"`` an optional
+        one; ``output``: help text of ``--output`` (None: no ``--output``)."""
         super().__init__(description=description, **kwargs)
-        self._takes_overrides = config_file
+        self._takes_overrides = bool(config_file)
         if config_file:
-            self.add_argument("--config-file", required=True, metavar="FILE",
+            self.add_argument("--config-file", required=config_file is True, metavar="FILE",
                               help="a config YAML, or the config.yaml of a run")  # fmt: skip
         if output is not None:
-            self.add_argument("--output", required=True, metavar="DIR", help=output)
+            self.add_argument("--output", required=output_required, metavar="PATH", help=output)
 
     def format_usage(self) -> str:
         return self._with_overrides(super().format_usage())

@@ -20,6 +20,7 @@ from ..checkpoint import find_run_weights
 from ..data.catalog import get_dataset_dicts
 from ..data.errors import DatasetError
 from ..engine.defaults import setup_inference_config
+from ..engine.final_metrics import PER_CLASS_PREFIX
 from ..engine.metrics_file import METRICS_FILE, MetricsFileError, load_metrics_records
 from ..engine.predictor import BatchPredictor
 from ..utils.atomic import atomic_write
@@ -96,13 +97,39 @@ def metrics_table_rows(
         for dataset, tasks in datasets.items():
             for task, values in flatten_metrics(tasks).items():
                 row, metric = task.rsplit("/", 1) if "/" in task else ("", task)
-                rows.setdefault(f"{dataset} {row}".strip(), {})[metric] = values
+                if not metric.startswith(PER_CLASS_PREFIX):  # in the per-class table
+                    rows.setdefault(f"{dataset} {row}".strip(), {})[metric] = values
         return rows, info
     for key, value in flatten_metrics(metrics).items():
         if "/" in key:
             row, metric = key.rsplit("/", 1)
-            rows.setdefault(row, {})[metric] = value
+            if not metric.startswith(PER_CLASS_PREFIX):
+                rows.setdefault(row, {})[metric] = value
     return rows, info
+
+
+def per_class_table_html(metrics: dict) -> str:
+    """AP per class and task (final_metrics.json's ``per_class``), for multi-class test sets."""
+    per_class = metrics.get("per_class")
+    if not isinstance(per_class, dict):
+        return ""
+    parts = []
+    for dataset, classes in per_class.items():
+        if not isinstance(classes, dict) or len(classes) < 2:
+            continue
+        tasks = list(dict.fromkeys(t for aps in classes.values() for t in aps))
+        head = "".join(f"<th>{html.escape(t)} AP</th>" for t in tasks)
+        body = "".join(
+            f"<tr><td>{html.escape(cls)}</td>"
+            + "".join(f"<td>{_format_value(aps.get(t))}</td>" for t in tasks)
+            + "</tr>"
+            for cls, aps in classes.items()
+        )
+        parts.append(
+            f'<table class="per-class" data-dataset="{html.escape(dataset)}">'
+            f"<tr><th>{html.escape(dataset)}: class</th>{head}</tr>{body}</table>"
+        )
+    return "".join(parts)
 
 
 def final_metrics(output_dir: Path, records: list[dict] | None) -> tuple[dict, str]:
@@ -220,7 +247,11 @@ def write_report(
 
     metrics, source = final_metrics(output_dir, records)
     if metrics:
-        metrics_html = _note(f"Source: {source}.") + metrics_table_html(metrics)
+        metrics_html = (
+            _note(f"Source: {source}.")
+            + metrics_table_html(metrics)
+            + per_class_table_html(metrics)
+        )
     else:
         metrics_html = _note(f"No evaluation results in {FINAL_METRICS_FILE} or {METRICS_FILE}.")
 
