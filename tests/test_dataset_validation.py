@@ -15,6 +15,7 @@ from PIL import Image
 import instseg_d2.data.image_checks as image_checks
 from instseg_d2.data.dataset_validation import check_splits, validate_dataset_file
 from instseg_d2.data.image_checks import ImageCheckCache, check_images
+from instseg_d2.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,12 +104,14 @@ def test_validate_tool_with_a_dataset_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("INSTSEG_D2_CACHE_DIR", str(tmp_path / "cache"))
     spec = _coco_dataset(tmp_path)
     output = tmp_path / "problems.json"
-    assert _tool("validate_dataset").main(["--dataset-file", str(spec), "--json", str(output)]) == 1
+    assert (
+        _tool("validate_dataset").main(["--dataset-file", str(spec), "--output", str(output)]) == 1
+    )
     out = capsys.readouterr().out
     assert "pets_val: 1 error(s), 0 warning(s)" in out and "gone.png: file not found" in out
     assert set(json.loads(output.read_text())) == {"pets_train", "pets_val", "pets"}
     assert (tmp_path / "cache" / "image_checks.sqlite").is_file()
-    with pytest.raises(SystemExit, match="give --dataset or --dataset-file"):
+    with pytest.raises(UserError, match="give --dataset, --dataset-file or --config-file"):
         _tool("validate_dataset").main([])
 
 

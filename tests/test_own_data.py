@@ -12,12 +12,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from format_writers import write_labelme
 
 import instseg_d2.data  # noqa: F401  (registers the builtin datasets)
+from instseg_d2.data.dataset_file import DatasetFileError
 from instseg_d2.data.datasets.register_dataset_file import (
     DATASET_RECORD_FILE,
     SPLIT_RECORD_FILE,
     class_colors,
 )
-from instseg_d2.data.dataset_file import DatasetFileError
 from instseg_d2.data.export import dicts_to_coco, write_json
 from instseg_d2.engine.defaults import setup_config
 from instseg_d2.engine.schedule import apply_epoch_schedule
@@ -119,6 +119,19 @@ def test_epochs_become_iterations_and_contradictions_are_errors(repo_root, coco_
         _cfg(repo_root, coco_dataset, tmp_path, "INSTSEG.EPOCHS", "0")
     with pytest.raises(ConfigError, match="LR_STEPS_EPOCHS .* inside the 8 epochs"):
         _cfg(repo_root, coco_dataset, tmp_path, "INSTSEG.LR_STEPS_EPOCHS", "(9,)")
+
+
+def test_gpu_custom_config_fine_tunes_from_coco_weights_on_the_file(
+    repo_root, coco_dataset, tmp_path
+):
+    cfg, _ = setup_config(
+        repo_root / "configs/Custom/mask_rcnn_R_50_FPN_3x.yaml",
+        ["INSTSEG.DATASET_FILE", str(coco_dataset), "OUTPUT_DIR", str(tmp_path)],
+    )
+    assert cfg.MODEL.WEIGHTS.startswith("detectron2://COCO-InstanceSegmentation/")
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2 and cfg.DATASETS.TEST == ("twoclass_val",)
+    # 30 epochs of 20 images at batch 4; LR steps at 70% and 90%.
+    assert cfg.SOLVER.MAX_ITER == 150 and cfg.SOLVER.STEPS == (105, 135)
 
 
 def test_config_without_a_dataset_says_how_to_give_one(repo_root):
