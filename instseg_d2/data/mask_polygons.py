@@ -3,27 +3,26 @@
 An instance of several polygons is joined into one by zero-width bridges: each part is linked to
 the growing polygon at their closest pair of vertices, walked round, and the bridge walked back
 (a "keyhole"), as Ultralytics' COCO converter joins a multi-part segment. Under pycocotools'
-even-odd rasterisation the bridge adds no area, so the joined polygon covers what the parts did.
+even-odd rasterisation a bridge adds no area, so the joined polygon covers what the parts did.
 
-A mask (RLE) becomes the polygon of its outer contours (OpenCV's, with the points of straight runs
-left out as Ultralytics does: the same outline), joined the same way. Points are
-the boundary pixels' centres (``+ 0.5``, as Detectron2's ``GenericMask`` does), so the polygon runs
-half a pixel inside the mask's outline, and holes are filled: lossy, which is why
-:func:`annotation_polygon` returns the IoU of what it made with the original mask. A contour of
-no area (a piece 1 pixel wide, whose centre line encloses nothing) becomes the box of its pixels,
-which covers a straight piece exactly.
+A mask (RLE) becomes a polygon that pycocotools rasterises back to the same pixels: the OpenCV
+contours (outer ones and holes) of the mask upsampled 2x, i.e. the outline a quarter pixel inside
+the pixel edges, joined into one polygon (a hole is a bridged part, which even-odd leaves empty).
+Every pixel centre is then a quarter pixel or more from the outline, so rounding (YOLO's 6
+decimals) does not flip a pixel either. (The usual contour through the boundary pixels' centres,
+Detectron2's ``GenericMask``, loses half a pixel all round and every hole, and its pixels on the
+outline flip with any rounding.) :func:`annotation_polygon` measures the IoU anyway.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
 __all__ = ["annotation_mask", "annotation_polygon", "join_polygons", "mask_polygon"]
-
-# Detectron2's pixel i covers [i, i + 1): a boundary pixel's centre is its index + 0.5.
-PIXEL_CENTER = 0.5
 
 
 def annotation_mask(ann: dict, height: int, width: int) -> np.ndarray:
@@ -56,19 +55,12 @@ def join_polygons(polygons: list[list[float]]) -> list[float]:
 
 
 def mask_polygon(mask: np.ndarray) -> list[float] | None:
-    """The polygon of a boolean mask's outer contours, joined; None for an empty mask."""
-    contours, _ = cv2.findContours(
-        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
-    polygons = []
-    for contour in contours:
-        points = contour.reshape(-1, 2)
-        if len(points) < 3 or cv2.contourArea(contour) == 0:  # a piece 1 pixel wide: its box
-            (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0) + 1
-            polygons.append([x0, y0, x1, y0, x1, y1, x0, y1])
-        else:
-            polygons.append((points + PIXEL_CENTER).flatten().tolist())
-    return join_polygons([[float(v) for v in p] for p in polygons]) if polygons else None
+    """One polygon that rasterises to exactly ``mask`` (module docstring); None when empty."""
+    doubled = cv2.resize(mask.astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    # Sub-pixel k of the doubled mask has its centre at (k + 0.5) / 2 in image coordinates.
+    polygons = [((c.reshape(-1, 2) + 0.5) / 2).flatten().tolist() for c in contours]
+    return join_polygons(polygons) if polygons else None
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,11 +68,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def annotation_polygon(ann: dict, height: int, width: int) -> tuple[list[float] | None, float]:
+def annotation_polygon(
+    ann: dict,
+    height: int,
+    width: int,
+    quantise: Callable[[list[float]], list[float]] | None = None,
+) -> tuple[list[float] | None, float]:
     """``(flat polygon, IoU with the original mask)`` of an annotation: its polygon as is, its
-    polygons joined, or its RLE mask's contour polygon; ``(None, 0.0)`` for an empty mask.
+    polygons joined, or its RLE mask's polygon; ``(None, 0.0)`` for an empty mask.
 
-    The IoU is 1.0 for a single polygon (nothing changed) and measured otherwise.
+    ``quantise`` is what the format does to coordinates (e.g. YOLO's rounding); the IoU is that
+    of the quantised polygon. It is 1.0 for a single polygon, which is not measured.
     """
     segm = ann["segmentation"]
     if isinstance(segm, list) and len(segm) == 1:
@@ -92,5 +90,5 @@ def annotation_polygon(ann: dict, height: int, width: int) -> tuple[list[float] 
         polygon = mask_polygon(original)
         if polygon is None:
             return None, 0.0
-    written = annotation_mask({"segmentation": [polygon]}, height, width)
-    return polygon, _iou(written, original)
+    written = polygon if quantise is None else quantise(polygon)
+    return polygon, _iou(annotation_mask({"segmentation": [written]}, height, width), original)

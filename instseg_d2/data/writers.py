@@ -21,6 +21,7 @@ and the contract with :mod:`.formats`; apart, that contract would live in four p
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -126,17 +127,18 @@ def _annotations(record: dict, written: WrittenSplit, crowd_note: str) -> list[d
 NO_CROWD = "crowd regions (iscrowd 1) dropped: the format cannot mark them"
 
 
-def _single_polygons(record: dict, written: WrittenSplit):
-    """``(annotation, flat polygon)`` of each instance, for one-polygon formats."""
+def _single_polygons(record: dict, written: WrittenSplit, quantise=None):
+    """``(annotation, flat polygon)`` of each instance, for one-polygon formats; ``quantise``:
+    what the format does to coordinates, for the IoU (see :func:`annotation_polygon`)."""
     h, w = record["height"], record["width"]
     for ann in _annotations(record, written, NO_CROWD):
-        polygon, iou = annotation_polygon(ann, h, w)
+        polygon, iou = annotation_polygon(ann, h, w, quantise)
         segm = ann["segmentation"]
         if polygon is None:
             written.lossy["empty masks dropped: no polygon encloses no pixel"] += 1
             continue
         if isinstance(segm, dict):
-            written.lossy["masks (RLE) written as the polygon of their outer contours"] += 1
+            written.lossy["masks (RLE) written as one polygon each (holes as bridged parts)"] += 1
             written.mask_ious.append(iou)
         elif len(segm) > 1:
             written.lossy["instances of several polygons joined by zero-width bridges"] += 1
@@ -210,6 +212,18 @@ def write_labelme(
     return written
 
 
+def _yolo_values(polygon: list[float], height: int, width: int) -> list[str]:
+    """A polygon as YOLO writes it: normalised by the image side, 6 decimals."""
+    sides = (width, height)
+    return [f"{v / sides[i % 2]:.{YOLO_DECIMALS}f}" for i, v in enumerate(polygon)]
+
+
+def _yolo_read_back(polygon: list[float], height: int, width: int) -> list[float]:
+    """The polygon a reader gets back from :func:`_yolo_values`."""
+    sides = (width, height)
+    return [float(v) * sides[i % 2] for i, v in enumerate(_yolo_values(polygon, height, width))]
+
+
 def write_yolo(
     dicts: Sequence[dict],
     classes: Sequence[str],
@@ -223,8 +237,9 @@ def write_yolo(
     images folder; :func:`write_ultralytics_yaml` writes the class names.
 
     YOLO holds one polygon per instance: several polygons are joined into one by zero-width
-    bridges, an RLE mask becomes its outer contours' polygon (holes filled, the outline half a
-    pixel in: lossy, IoU recorded), crowd regions and empty masks are dropped (counted).
+    bridges, an RLE mask becomes one polygon of the same pixels (:mod:`.mask_polygons`; the IoU
+    of each, after rounding, is recorded); crowd regions, empty masks and repeats of an
+    identical instance are dropped (counted).
     """
     images = Path(root) / "images" / split
     labels = Path(root) / "labels" / split
@@ -234,11 +249,13 @@ def write_yolo(
         image = place_image(record["file_name"], images / name, copy_images)
         h, w = record["height"], record["width"]
         lines = []
-        for ann, polygon in _single_polygons(record, written):
-            xy = (v / (w if i % 2 == 0 else h) for i, v in enumerate(polygon))
-            lines.append(
-                " ".join([str(ann["category_id"]), *(f"{v:.{YOLO_DECIMALS}f}" for v in xy)])
-            )
+        quantise = functools.partial(_yolo_read_back, height=h, width=w)
+        for ann, polygon in _single_polygons(record, written, quantise):
+            line = " ".join([str(ann["category_id"]), *_yolo_values(polygon, h, w)])
+            if line in lines:  # Ultralytics (and our reader) drop repeated lines
+                written.lossy["identical instances of one image written once"] += 1
+                continue
+            lines.append(line)
             written.instances[ann["category_id"]] += 1
         (labels / f"{image.stem}.txt").write_text("".join(f"{line}\n" for line in lines))
         written.images += 1
@@ -281,8 +298,8 @@ def write_via(
     its class (None: no attribute, for instances of one class). Points are VIA's pixel indices (the reader's
     +0.5 undone). ``path`` is the json.
 
-    VIA regions are single polygons: lossy as in :func:`write_yolo` (joined parts, RLE masks as
-    contour polygons, crowd regions and empty masks dropped and counted).
+    VIA regions are single polygons: as in :func:`write_yolo`, parts are joined, an RLE mask
+    becomes one polygon of its pixels, crowd regions and empty masks are dropped (counted).
     """
     folder = Path(folder)
     used = {a["category_id"] for r in dicts for a in r.get("annotations", [])}
