@@ -92,7 +92,7 @@ def test_each_format_loads_back_with_the_same_instances_per_class(
         assert "masks (RLE) written as one polygon each" in printed
         assert "min 1.000" in printed
     if fmt in ("coco", "labelme"):
-        assert f"lossless: {fmt} holds every mask" in printed
+        assert f"nothing lost or changed: {fmt} holds every instance as it was" in printed
 
 
 def test_datasets_of_one_split_merge_by_class_name(shared_data, tmp_path, capsys):
@@ -102,12 +102,14 @@ def test_datasets_of_one_split_merge_by_class_name(shared_data, tmp_path, capsys
     assert tool.main([*args, "--output", str(output), "--name", "merged"]) == 0
     spec = read_dataset_file(output / "data.yaml")
     assert spec.name == "merged" and spec.classes == ["pedestrian", "balloon"]
+    (tmp_path / "made_by_hand").mkdir()  # the output folder has the usual permissions
+    assert output.stat().st_mode == (tmp_path / "made_by_hand").stat().st_mode
     assert list(spec.splits) == ["train"]  # val is held out of train when it is loaded
     assert "| train   |       10 |          0 |          29 |           10 |        19 |" in (
         capsys.readouterr().out
     )
     # Only a val split: no dataset file can be written.
-    with pytest.raises(DatasetWriteError, match="no train split among"):
+    with pytest.raises(UserError, match=r"no training split among pennfudan_val_mini \(val\);"):
         tool.main(
             ["--dataset", "pennfudan_val_mini", "--to", "coco", "--output", str(tmp_path / "v")]
         )

@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.dataset or args.dataset_file or args.config_file):
         raise UserError("give --dataset, --dataset-file or --config-file")
     splits = names_by_split(args.dataset, args.dataset_file, args.config_file, args.opts)
+    if "train" not in splits:
+        given = ", ".join(f"{n} ({split})" for split, names in splits.items() for n in names)
+        raise UserError(
+            f"no training split among {given}; a dataset file needs one: "
+            f"--dataset train=NAME puts a dataset into train"
+        )
     output = Path(args.output)
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]", "_", output.resolve().name)
     sources = "; ".join(f"{split}: {', '.join(names)}" for split, names in splits.items())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,9 +173,10 @@ def write_dataset(
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise DatasetWriteError(f"{output}: already exists; give a new or empty folder")
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
-    )
+    # A fresh hidden folder beside the output (os.mkdir keeps the umask's permissions, which
+    # tempfile.mkdtemp would narrow to the owner).
+    staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:12]}.partial"
+    staging.mkdir()
     try:
         spec: dict = {"name": name, "format": fmt}
         written = {}
@@ -311,6 +312,9 @@ def summary_lines(converted: ConvertedDataset) -> list[str]:
             )
         if dropped:
             lossy.append(f"  {split}: {dropped} of the source's instances are not in the output")
-    lines += ["lossy:", *lossy] if lossy else [f"lossless: {converted.format} holds every mask"]
+    if lossy:
+        lines += [f"not as in the source (what {converted.format} cannot hold):", *lossy]
+    else:
+        lines.append(f"nothing lost or changed: {converted.format} holds every instance as it was")
     lines += [f"note: {note}" for note in converted.source.notes]
     return lines
