@@ -236,3 +236,10 @@ def test_join_polygons_and_mask_polygon_cover_the_same_pixels():
         np.testing.assert_array_equal(rasterise({"segmentation": [polygon]}, H, W), noise)
     assert mask_polygon(np.zeros((H, W), bool)) is None
     assert annotation_polygon(_rle_annotation(np.zeros((H, W), bool), 0), H, W) == (None, 0.0)
+
+
+@pytest.mark.parametrize("copy_images", [False, True])
+def test_a_missing_image_is_an_error_naming_it(records, tmp_path, copy_images):
+    records[1] = {**records[1], "file_name": str(tmp_path / "gone.png")}
+    with pytest.raises(DatasetWriteError, match=r"gone\.png: image not found"):
+        write_yolo(records, CLASSES, tmp_path / "yolo", copy_images=copy_images)

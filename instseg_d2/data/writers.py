@@ -56,6 +56,7 @@ LABELME_VERSION = "5.4.1"  # the LabelMe release whose file layout is written (m
 YOLO_DECIMALS = 6
 ULTRALYTICS_YAML = "ultralytics.yaml"
 VIA_JSON = "via_region_data.json"  # the name the VIA balloon data and matterport's code use
+NO_CROWD = "crowd regions (iscrowd 1) dropped: the format cannot mark them"
 
 
 class DatasetWriteError(DatasetError):
@@ -97,6 +98,8 @@ def image_names(dicts: Sequence[dict]) -> list[str]:
 
 def place_image(source: str, target: Path, copy_images: bool) -> Path:
     """Symlink (to the resolved source) or copy ``source`` to ``target``."""
+    if not os.path.isfile(source):
+        raise DatasetWriteError(f"{source}: image not found")
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink() or target.exists():
         target.unlink()
@@ -107,7 +110,7 @@ def place_image(source: str, target: Path, copy_images: bool) -> Path:
     return target
 
 
-def _annotations(record: dict, written: WrittenSplit, crowd_note: str) -> list[dict]:
+def _annotations(record: dict, written: WrittenSplit) -> list[dict]:
     """The record's annotations to write: crowd regions are dropped (and counted) in formats
     that cannot mark them, as Ultralytics' COCO converter does; a missing mask is an error."""
     kept = []
@@ -117,21 +120,18 @@ def _annotations(record: dict, written: WrittenSplit, crowd_note: str) -> list[d
                 f"{record['file_name']}: annotation {k} has no segmentation; instance "
                 "segmentation formats need a mask for every instance"
             )
-        if ann.get("iscrowd", 0) and crowd_note:
-            written.lossy[crowd_note] += 1
+        if ann.get("iscrowd", 0):
+            written.lossy[NO_CROWD] += 1
             continue
         kept.append(ann)
     return kept
-
-
-NO_CROWD = "crowd regions (iscrowd 1) dropped: the format cannot mark them"
 
 
 def _single_polygons(record: dict, written: WrittenSplit, quantise=None):
     """``(annotation, flat polygon)`` of each instance, for one-polygon formats; ``quantise``:
     what the format does to coordinates, for the IoU (see :func:`annotation_polygon`)."""
     h, w = record["height"], record["width"]
-    for ann in _annotations(record, written, NO_CROWD):
+    for ann in _annotations(record, written):
         polygon, iou = annotation_polygon(ann, h, w, quantise)
         segm = ann["segmentation"]
         if polygon is None:
@@ -164,7 +164,7 @@ def write_labelme(
         image = place_image(record["file_name"], folder / name, copy_images)
         h, w = record["height"], record["width"]
         shapes = []
-        for k, ann in enumerate(_annotations(record, written, NO_CROWD)):
+        for k, ann in enumerate(_annotations(record, written)):
             label, segm = classes[ann["category_id"]], ann["segmentation"]
             if isinstance(segm, dict):
                 mask = annotation_mask(ann, h, w)
@@ -365,7 +365,7 @@ def write_mask_folder(
     for record, name in zip(dicts, image_names(dicts), strict=True):
         image = place_image(record["file_name"], folder / "images" / name, copy_images)
         h, w = record["height"], record["width"]
-        anns = _annotations(record, written, NO_CROWD)
+        anns = _annotations(record, written)
         written.lossy["polygons rasterised to pixels"] += sum(
             isinstance(a["segmentation"], list) for a in anns
         )
