@@ -10,19 +10,20 @@ import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
-from format_writers import (
-    rasterise,
-    write_labelme,
-    write_mask_folder,
-    write_via,
-    write_yolo,
-)
+from format_writers import rasterise
 
 import instseg_d2.data  # noqa: F401  (registers the datasets)
 from instseg_d2.data.dataset_file import load_dataset_file, read_dataset_file
 from instseg_d2.data.errors import DatasetError
 from instseg_d2.data.export import dicts_to_coco, write_json
 from instseg_d2.data.formats import load_coco
+from instseg_d2.data.writers import (
+    write_labelme,
+    write_mask_folder,
+    write_ultralytics_yaml,
+    write_via,
+    write_yolo,
+)
 from instseg_d2.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,13 +51,14 @@ def _dataset_files(tmp_path, mixed) -> dict[str, Path]:
     write_json(dicts_to_coco(mixed, CLASSES), tmp_path / "coco.json")
     write_labelme(mixed, CLASSES, tmp_path / "labelme")
     write_yolo(mixed, CLASSES, tmp_path / "yolo")
+    write_ultralytics_yaml(tmp_path / "yolo", CLASSES, ["train"])
     write_via(mixed, CLASSES, tmp_path / "via")
     write_mask_folder(mixed, CLASSES, tmp_path / "masks_map", "map")
     write_mask_folder(mixed, CLASSES, tmp_path / "masks_classes", "per_class")
     bodies = {
         "coco": "format: coco\ntrain: coco.json\n",
         "labelme": "format: labelme\ntrain: labelme\n",
-        "yolo": "format: yolo\ntrain: yolo/images/train\ndata_yaml: yolo/data.yaml\n",
+        "yolo": "format: yolo\ntrain: yolo/images/train\ndata_yaml: yolo/ultralytics.yaml\n",
         "via": "format: via\ntrain: via/via_region_data.json\nclass_attribute: name\n",
         "masks_map": "format: masks\ntrain: masks_map\nclass_map: masks_map/class_map.json\n",
         "masks_classes": "format: masks\ntrain: masks_classes\n",

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from format_writers import write_labelme
 
 import instseg_d2.data  # noqa: F401  (registers the builtin datasets)
 from instseg_d2.data.dataset_file import DatasetFileError
@@ -19,6 +18,7 @@ from instseg_d2.data.datasets.register_dataset_file import (
     class_colors,
 )
 from instseg_d2.data.export import dicts_to_coco, write_json
+from instseg_d2.data.writers import write_labelme
 from instseg_d2.engine.defaults import setup_config
 from instseg_d2.engine.schedule import apply_epoch_schedule
 from instseg_d2.utils.errors import ConfigError

@@ -3,7 +3,8 @@
 Users' own data: readers of COCO, LabelMe, YOLO-seg, VIA and mask folders in ``formats/``, the
 dataset file that describes a dataset in ``dataset_file.py``, seeded stratified splits in
 ``splits.py``, checks in ``validation.py`` / ``dataset_validation.py``, COCO export in
-``export.py``.
+``export.py``, writers of the other formats in ``writers.py`` (one polygon per mask:
+``mask_polygons.py``) and whole-dataset conversion in ``convert.py``.
 
 ``import instseg_d2.data`` registers pennfudan_* and balloon_* in Detectron2's DatasetCatalog.
 """
