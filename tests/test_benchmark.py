@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from instseg_d2.benchmark.compare import Detections, compare_detections
-from instseg_d2.benchmark.timing import PeakMemory, summarize
+from benchmarks.detection_match import Detections, compare_detections
+from benchmarks.timing import PeakMemory, summarize
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d as TVFrozenBatchNorm2d
 
-from instseg_d2.benchmark.compare import Detections, compare_detections
-from instseg_d2.benchmark.models import (
+from benchmarks.detection_match import Detections, compare_detections
+from benchmarks.models import (
     benchmark_cfg,
     build_ours,
     build_torchvision,

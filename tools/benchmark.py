@@ -29,13 +29,16 @@ from pathlib import Path
 import torch
 from detectron2.data import DatasetCatalog
 
-from instseg_d2.benchmark.models import (
+# Runnable as ``python tools/benchmark.py`` from a checkout: benchmarks/ is not installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.models import (  # noqa: E402
     benchmark_cfg,
     build_ours,
     build_torchvision,
     copy_torchvision_weights,
 )
-from instseg_d2.benchmark.runners import (
+from benchmarks.runners import (  # noqa: E402
     BenchSettings,
     load_test_images,
     run_data,
@@ -44,8 +47,8 @@ from instseg_d2.benchmark.runners import (
     run_precision_check,
     run_training,
 )
-from instseg_d2.benchmark.timing import machine_info
-from instseg_d2.config import load_config
+from benchmarks.timing import machine_info  # noqa: E402
+from instseg_d2.config import load_config  # noqa: E402
 
 logger = logging.getLogger("instseg_d2.benchmark")
 

@@ -18,7 +18,7 @@ from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.solver import build_optimizer
 from torch import nn
 
-from instseg_d2.benchmark.compare import Detections
+from benchmarks.detection_match import Detections
 from instseg_d2.modeling.optimize import (
     autocast_context,
     compile_backbone,

@@ -20,15 +20,15 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from torch import nn
 
-from instseg_d2.benchmark.compare import Detections, compare_detections
-from instseg_d2.benchmark.pipelines import (
+from benchmarks.detection_match import Detections, compare_detections
+from benchmarks.pipelines import (
     OursPredictor,
     OursTrainStep,
     TorchvisionPredictor,
     TorchvisionTrainStep,
     torchvision_batch,
 )
-from instseg_d2.benchmark.timing import PeakMemory, summarize, timed
+from benchmarks.timing import PeakMemory, summarize, timed
 from instseg_d2.modeling.optimize import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
