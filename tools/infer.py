@@ -54,6 +54,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bf16",
         action="store_true",
+        default=None,  # not given: INSTSEG.INFERENCE.BF16 of the config decides
         help="bf16 autocast for the network (CPU: about 2x faster; see BENCHMARKS.md)",
     )
     parser.add_argument(

@@ -19,6 +19,7 @@ import sys
 
 import torch
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -36,6 +37,7 @@ from instseg_d2.config import load_config  # noqa: E402
 from instseg_d2.data import DatasetError  # noqa: E402
 from instseg_d2.engine.final_metrics import write_final_metrics  # noqa: E402
 from instseg_d2.engine.trainer import Trainer  # noqa: E402
+from instseg_d2.modeling.inference_step import prepare_for_inference  # noqa: E402
 
 logger = logging.getLogger("instseg_d2.train_net")
 
@@ -88,7 +90,8 @@ def _write_results(cfg, results, weights: str, iteration) -> None:
 
 
 def evaluate(cfg, args):
-    model = Trainer.build_model(cfg)
+    # The inference model (speed-up keys at "auto": on CPU), as BatchPredictor builds it.
+    model = build_model(cfg)
     _check_weights(cfg.MODEL.WEIGHTS)
     checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     try:
@@ -97,6 +100,7 @@ def evaluate(cfg, args):
         raise SystemExit(f"error: {exc}") from None
     weights = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() \
         else cfg.MODEL.WEIGHTS  # fmt: skip
+    prepare_for_inference(model, cfg)  # after loading: folds and casts the loaded weights
     results = Trainer.test(cfg, model)
     _write_results(cfg, results, weights, extra.get("iteration"))
     return results

@@ -12,11 +12,8 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from ..modeling.optimize import (
-    optimize_for_inference,
-    prepare_for_autocast_inference,
-    rcnn_inference,
-)
+from ..modeling.inference_step import prepare_for_inference
+from ..modeling.speedups import override_all
 
 
 def _to_cpu(value):
@@ -28,35 +25,35 @@ class BatchPredictor:
     """Like Detectron2's ``DefaultPredictor``, but takes a list of images.
 
     It builds the model of ``cfg``, loads ``cfg.MODEL.WEIGHTS`` with ``DetectionCheckpointer``,
-    resizes each image with ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)`` and
-    runs the whole list in one forward pass under ``torch.inference_mode()``. The model pads the
-    batch itself, so images of different sizes can share a batch; predictions come back in the
-    coordinates of each original image.
+    runs the inference build step (:func:`~instseg_d2.modeling.inference_step.
+    prepare_for_inference`), resizes each image with ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST,
+    INPUT.MAX_SIZE_TEST)`` and runs the whole list in one forward pass under
+    ``torch.inference_mode()``. The model pads the batch itself, so images of different sizes can
+    share a batch; predictions come back in the coordinates of each original image.
 
-    ``optimize`` applies the fp32-exact speed-ups of ``instseg_d2.modeling.optimize`` (frozen BN
-    folded into convolutions, channels-last, fast CPU RoIAlign; outputs equal up to float
-    rounding, see BENCHMARKS.md). They are CPU speed-ups: the default ``None`` applies them on
-    CPU only, because on a GPU (an H200, batch 1) they made inference slower, not faster.
-    ``bf16`` runs the network under bf16 autocast (fp16 on CUDA) with fp32 outputs and
-    post-processing (CPU: about 2x faster; small AP change, see BENCHMARKS.md).
+    The speed-ups are the config's (``INSTSEG.*``, ``INSTSEG.INFERENCE.*``; by default the
+    fp32-exact ones on CPU only: on an H200 at batch 1 they made inference slower). ``optimize``
+    True/False turns all of them on/off; ``bf16`` sets ``INSTSEG.INFERENCE.BF16`` (bf16 autocast,
+    fp16 on CUDA, with fp32 outputs and post-processing; CPU: about 2x faster, small AP change,
+    see BENCHMARKS.md). ``self.cfg`` is the config the model was built from.
     """
 
-    def __init__(self, cfg: CfgNode, *, optimize: bool | None = None, bf16: bool = False):
-        self.cfg = cfg.clone()  # build_model may modify it
-        self.model = build_model(self.cfg)
+    def __init__(self, cfg: CfgNode, *, optimize: bool | None = None, bf16: bool | None = None):
+        cfg = cfg.clone()  # build_model may modify it
+        cfg.defrost()
+        if optimize is not None:
+            cfg = override_all(cfg, optimize)
+        if bf16 is not None:
+            cfg.INSTSEG.INFERENCE.BF16 = bf16
+        self.cfg = cfg
+        self.model = build_model(cfg)
         self.model.eval()
         self.metadata = (
             MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
         )
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        if optimize is None:
-            optimize = self.model.device.type == "cpu"
-        if optimize:
-            # After loading: folding rewrites the convolution weights.
-            optimize_for_inference(self.model)
-        self.bf16 = bf16
-        if bf16:
-            prepare_for_autocast_inference(self.model)
+        # After loading: folding and the bf16 cast rewrite the loaded weights.
+        prepare_for_inference(self.model, cfg)
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
@@ -89,7 +86,7 @@ class BatchPredictor:
             return []
         inputs = [self._to_model_input(img) for img in original_images]
         with torch.inference_mode():
-            outputs = rcnn_inference(self.model, inputs, autocast=self.bf16)
+            outputs = self.model(inputs)
         return [{k: _to_cpu(v) for k, v in out.items()} for out in outputs]
 
     def predict_batches(
