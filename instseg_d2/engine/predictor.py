@@ -1,4 +1,10 @@
-"""Batched inference: DefaultPredictor's pre-processing, several images per forward pass."""
+"""Batched inference: DefaultPredictor's pre-processing, several images per forward pass.
+
+Only images whose padded input size is the same share a forward pass: the model pads a batch to
+its largest image, and with GroupNorm (the CPU configs) the normalisation statistics would then
+include the padding and change every feature. So every batch size gives the detections of batch
+size 1 (and of ``--eval-only``, which runs one image at a time).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from detectron2.structures import ImageList
 
 from ..modeling.inference_step import prepare_for_inference
 from ..modeling.speedups import override_all
@@ -27,9 +34,9 @@ class BatchPredictor:
     It builds the model of ``cfg``, loads ``cfg.MODEL.WEIGHTS`` with ``DetectionCheckpointer``,
     runs the inference build step (:func:`~instseg_d2.modeling.inference_step.
     prepare_for_inference`), resizes each image with ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST,
-    INPUT.MAX_SIZE_TEST)`` and runs the whole list in one forward pass under
-    ``torch.inference_mode()``. The model pads the batch itself, so images of different sizes can
-    share a batch; predictions come back in the coordinates of each original image.
+    INPUT.MAX_SIZE_TEST)`` and runs the images under ``torch.inference_mode()``, one forward pass
+    per group of images with the same padded size (module docstring). Predictions come back in
+    the coordinates of each original image, in input order.
 
     The speed-ups are the config's (``INSTSEG.*``, ``INSTSEG.INFERENCE.*``; by default the
     fp32-exact ones on CPU only: on an H200 at batch 1 they made inference slower). ``optimize``
@@ -72,6 +79,16 @@ class BatchPredictor:
         # The model moves inputs to its device itself (in preprocess_image).
         return {"image": image, "height": height, "width": width}
 
+    def padded_size(self, image: torch.Tensor) -> tuple[int, int]:
+        """The (height, width) the model pads ``image`` (C, H, W) to, alone or in a batch of
+        images of its size: Detectron2's ``ImageList`` rule, computed on an empty tensor."""
+        backbone = self.model.backbone
+        empty = image.new_empty((0, *image.shape[-2:]))
+        padded = ImageList.from_tensors(
+            [empty], backbone.size_divisibility, padding_constraints=backbone.padding_constraints
+        )
+        return tuple(padded.tensor.shape[-2:])
+
     def __call__(self, original_images: Sequence[np.ndarray]) -> list[dict]:
         """Predict a batch.
 
@@ -80,14 +97,20 @@ class BatchPredictor:
 
         Returns:
             one dict per image (``{"instances": Instances}`` for Mask R-CNN), in input order,
-            with tensors moved to the CPU.
+            with tensors moved to the CPU. Images of different padded sizes run in separate
+            forward passes (module docstring).
         """
-        if len(original_images) == 0:
-            return []
         inputs = [self._to_model_input(img) for img in original_images]
-        with torch.inference_mode():
-            outputs = self.model(inputs)
-        return [{k: _to_cpu(v) for k, v in out.items()} for out in outputs]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, item in enumerate(inputs):
+            groups.setdefault(self.padded_size(item["image"]), []).append(i)
+        outputs: list[dict] = [{} for _ in inputs]
+        for indices in groups.values():
+            with torch.inference_mode():
+                results = self.model([inputs[i] for i in indices])
+            for i, out in zip(indices, results, strict=True):
+                outputs[i] = {k: _to_cpu(v) for k, v in out.items()}
+        return outputs
 
     def predict_batches(
         self, images: Iterable[np.ndarray], batch_size: int
