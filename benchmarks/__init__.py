@@ -4,8 +4,9 @@ Not part of the installed package: it is run from a checkout, like the tools. It
 users run: ``BatchPredictor`` for our inference rows and the project's ``Trainer.run_step`` for our
 training rows (:mod:`.user_paths`), and the PyTorch fine-tuning tutorial's code for torchvision's,
 plain and with channels-last + bf16 autocast (:mod:`.torchvision_reference`). Both models get the
-same random weights and matched settings (:mod:`.models`); :mod:`.runners` times each section,
-:mod:`.detection_match` checks that our variants give the same detections, :mod:`.tables` prints.
+same random weights and matched settings (:mod:`.models`); :mod:`.runners` times the sections
+(:mod:`.timing`), :mod:`.accuracy` evaluates COCO AP, :mod:`.detection_match` checks that our
+variants give the same detections, and :mod:`.tables` prints the results.
 
 May import: ``instseg_d2`` (any layer), torch, torchvision, detectron2.
 """

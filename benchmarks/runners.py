@@ -1,4 +1,5 @@
-"""The benchmark's sections: inference, training, data loading, COCO evaluation.
+"""The benchmark's timed sections: inference, training, data loading (COCO evaluation and AP are
+in :mod:`.accuracy`).
 
 Every section runs our variants and torchvision's interleaved (one image / one step of each in
 turn), so that load from other processes falls on both alike, and reports medians.
@@ -6,11 +7,7 @@ turn), so that load from other processes falls on both alike, and reports median
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import tempfile
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +19,7 @@ from torch import nn
 
 from instseg_d2.modeling.precision import cpu_supports_bf16
 
-from .detection_match import Detections, compare_detections
+from .detection_match import compare_detections
 from .timing import PeakMemory, summarize, timed
 from .torchvision_reference import (
     TorchvisionPredictor,
@@ -77,11 +74,11 @@ class SectionResult:
         return {"title": title, "rows": self.rows, **self.extra}
 
 
-def _low_precision_name(device: str) -> str:
+def low_precision_name(device: str) -> str:
     return "bf16" if torch.device(device).type == "cpu" else "fp16 AMP"
 
 
-def _use_reduced(settings: BenchSettings) -> bool:
+def use_reduced(settings: BenchSettings) -> bool:
     if not settings.reduced_precision:
         return False
     if torch.device(settings.device).type == "cpu" and not cpu_supports_bf16():
@@ -125,8 +122,8 @@ def run_inference(
     ``cfg.MODEL.WEIGHTS`` holds torchvision's weights as our checkpoint; each of our variants is
     a ``BatchPredictor`` built from a variant of ``cfg``.
     """
-    low = _low_precision_name(settings.device)
-    reduced = _use_reduced(settings)
+    low = low_precision_name(settings.device)
+    reduced = use_reduced(settings)
     variants: dict[str, object] = {
         BASELINE: TorchvisionPredictor(torchvision_model),
         "ours fp32": OursPredictor(inference_cfg(cfg, optimized=False)),
@@ -226,8 +223,8 @@ def run_training(
     """
     batches = _mapped_batches(cfg, settings)
     tv_batches = [torchvision_batch(b, settings.device) for b in batches]
-    low = _low_precision_name(settings.device)
-    reduced = _use_reduced(settings)
+    low = low_precision_name(settings.device)
+    reduced = use_reduced(settings)
     steps: dict[str, object] = {
         BASELINE: TorchvisionTrainStep(torchvision_model, cfg, tv_batches),
         "ours fp32": OursTrainStep(training_cfg(cfg, optimized=False), batches),
@@ -317,85 +314,4 @@ def run_data(cfg: CfgNode, settings: BenchSettings) -> SectionResult:
         "ours: decode + resize + RLE masks to bitmasks + Instances; tutorial: decode + "
         "masks from the instance PNG, no resize (its model resizes inside the forward pass)"
     )
-    return result
-
-
-def run_eval(
-    cfg: CfgNode,
-    settings: BenchSettings,
-    dicts: list[dict],
-    outputs: dict[str, list],
-) -> SectionResult:
-    """COCO evaluation time (pycocotools) of our predictions; AP of each of our variants."""
-    from instseg_d2.engine.evaluation import build_coco_evaluator
-
-    result = SectionResult()
-    image_ids = {d["image_id"] for d in dicts}
-    # One folder for the run: the first COCOEvaluator caches the COCO-format json there and
-    # points the dataset's metadata at it.
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, instances_list in outputs.items():
-            if not name.startswith("ours"):
-                continue
-            start = time.perf_counter()
-            evaluator = build_coco_evaluator(
-                settings.test_dataset, tmp, ("bbox", "segm"), distributed=False
-            )
-            setup_s = time.perf_counter() - start
-            # Only the images we predicted on count, so --num-images N gives a consistent AP.
-            evaluator._coco_api.imgs = {
-                k: v for k, v in evaluator._coco_api.imgs.items() if k in image_ids
-            }
-            evaluator.reset()
-            start = time.perf_counter()
-            for d, instances in zip(dicts, instances_list, strict=True):
-                evaluator.process([{"image_id": d["image_id"]}], [{"instances": instances}])
-            process_s = time.perf_counter() - start
-            start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
-                metrics = evaluator.evaluate()
-            evaluate_s = time.perf_counter() - start
-            result.rows[name] = {
-                "setup_s": round(setup_s, 3),
-                "process_s": round(process_s, 3),
-                "evaluate_s": round(evaluate_s, 3),
-                # No detections at all gives no metrics (Detectron2 warns and returns {}).
-                "bbox_AP": round(metrics.get("bbox", {}).get("AP", float("nan")), 3),
-                "segm_AP": round(metrics.get("segm", {}).get("AP", float("nan")), 3),
-            }
-    return result
-
-
-def run_precision_check(
-    cfg: CfgNode, settings: BenchSettings, dicts: list[dict], images: list[np.ndarray]
-) -> SectionResult:
-    """AP of a trained model (``cfg.MODEL.WEIGHTS``) in fp32 vs the reduced-precision mode.
-
-    Random weights cannot show that bf16 keeps accuracy (their tied scores make NMS pick
-    arbitrary boxes); a trained checkpoint can. Any project config works here (GroupNorm too):
-    torchvision is not involved.
-    """
-    low = _low_precision_name(settings.device)
-    variants = {
-        "ours fp32": OursPredictor(inference_cfg(cfg, optimized=False)),
-        "ours fp32 optimized": OursPredictor(inference_cfg(cfg, optimized=True)),
-    }
-    if _use_reduced(settings):
-        variants[f"ours {low} optimized"] = OursPredictor(
-            inference_cfg(cfg, optimized=True, reduced_precision=True)
-        )
-    outputs = {name: [p(image) for image in images] for name, p in variants.items()}
-    result = run_eval(cfg, settings, dicts, outputs)
-    base = result.rows["ours fp32"]
-    for row in result.rows.values():
-        row["segm_AP_delta"] = round(row["segm_AP"] - base["segm_AP"], 3)
-        row["bbox_AP_delta"] = round(row["bbox_AP"] - base["bbox_AP"], 3)
-    result.extra["agreement_with_ours_fp32"] = {
-        name: compare_detections(
-            [Detections.from_instances(o) for o in outputs["ours fp32"]],
-            [Detections.from_instances(o) for o in outs],
-        ).as_dict()
-        for name, outs in outputs.items()
-        if name != "ours fp32"
-    }
     return result

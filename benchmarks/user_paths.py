@@ -119,10 +119,6 @@ class OursTrainStep:
         self.storage = EventStorage(0)
         self.losses: list[float] = []
 
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.trainer.model
-
     def __call__(self) -> float:
         with self.storage:
             self.trainer.iter = self.storage.iter

@@ -35,14 +35,13 @@ from detectron2.data import DatasetCatalog
 # Runnable as ``python tools/benchmark.py`` from a checkout: benchmarks/ is not installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.accuracy import run_eval, run_precision_check  # noqa: E402
 from benchmarks.models import benchmark_cfg, build_torchvision, save_shared_weights  # noqa: E402
 from benchmarks.runners import (  # noqa: E402
     BenchSettings,
     load_test_images,
     run_data,
-    run_eval,
     run_inference,
-    run_precision_check,
     run_training,
 )
 from benchmarks.tables import SECTIONS, format_table, markdown_table  # noqa: E402
