@@ -100,7 +100,11 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes and counts (< 2 min)")
     p.add_argument("--smoke", action="store_true", help="with --quick: 1 image at tiny size")
-    p.add_argument("--config-file", default=None, help="our model's YAML (default: model zoo R50)")
+    p.add_argument(
+        "--config-file",
+        default=None,
+        help="our model's YAML (default: configs/Base-InstSegRCNN.yaml, the model-zoo R50-FPN)",
+    )
     p.add_argument("--min-size", type=int, help="test shortest edge (full: 800)")
     p.add_argument("--max-size", type=int, default=1333)
     p.add_argument("--train-size", type=int, help="training shortest edge (full: 512)")
@@ -117,7 +121,11 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CUDA: run fp32 convolutions/matmuls in full fp32 (PyTorch lets cuDNN use TF32)",
     )
-    p.add_argument("--no-reduced-precision", action="store_true", help="skip bf16 / AMP rows")
+    p.add_argument(
+        "--no-reduced-precision",
+        action="store_true",
+        help="skip bf16 / AMP rows (ours and torchvision's)",
+    )
     p.add_argument(
         "--compile", action="store_true", help="add torch.compile'd-backbone inference rows"
     )
