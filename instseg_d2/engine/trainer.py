@@ -14,8 +14,9 @@ What differs from ``DefaultTrainer`` and why:
   early stopping, inserted after ``EvalHook`` and before the ``PeriodicWriter`` so their
   scalars are written in the same ``metrics.json`` line as the evaluation.
 * ``resume_or_load``: trims ``metrics.json`` to the resumed iteration (one history).
-* ``run_step``: under bf16 autocast on CPU when ``INSTSEG.CPU_BF16`` (and the CPU has native
-  bf16). With ``after_train``: a NaN/Inf loss (Detectron2's ``FloatingPointError``) marks the
+* ``run_step``: under bf16 autocast on CPU when ``INSTSEG.CPU_BF16`` (if the CPU has native
+  bf16; the optimizer step keeps fp32 weights).
+* ``run_step``/``after_train``: a NaN/Inf loss (Detectron2's ``FloatingPointError``) marks the
   run as diverged, and then no hook may save or evaluate the bad state.
 """
 
