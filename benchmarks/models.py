@@ -60,6 +60,9 @@ def benchmark_cfg(
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    # Only Trainer.run_step is timed, without the hooks that step the LR schedule: no warm-up, so
+    # that our steps run at BASE_LR like torchvision's (not at WARMUP_FACTOR times it).
+    cfg.SOLVER.WARMUP_ITERS = 0
     cfg.merge_from_list(list(opts or []))
     if cfg.MODEL.RESNETS.DEPTH in (18, 34):
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64  # Detectron2 needs this for basic blocks

@@ -70,12 +70,14 @@ def test_quick_smoke_run_writes_every_section(benchmark_tool, shared_data, tmp_p
     assert set(train) >= {"torchvision fp32", "ours fp32", "ours fp32 optimized"}
     for row in train.values():
         assert row["images_per_s"] > 0 and row["first_loss"] == row["first_loss"]  # not NaN
-    # One Trainer.run_step per timed step (1, no warm-up) for each of our variants.
+    # One Trainer.run_step per timed step (1, no warm-up) for each of our variants, at the LR
+    # torchvision's steps use (no LR warm-up: the schedule's hook does not run).
     assert (
         len(run_steps)
         == len({id(t) for t in run_steps})
         == len([name for name in train if name.startswith("ours")])
     )
+    assert {t.optimizer.param_groups[0]["lr"] for t in run_steps} == {0.002}
     if "torchvision channels-last+bf16" in inference:  # CPUs with native bf16
         assert "torchvision channels-last+bf16" in train
         assert inference["torchvision channels-last+bf16"]["vs_tv_tricks"] == 1.0
