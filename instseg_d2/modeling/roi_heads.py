@@ -83,13 +83,10 @@ class InstSegROIHeads(StandardROIHeads):
         self.pools_fp32_channels_last = any(isinstance(p, EmbeddingBagROIPooler) for p in poolers)
 
     @staticmethod
-    def _pooler(cfg, input_shape, head_cfg) -> ROIPooler:
-        """The pooler of a head (``head_cfg``: ``MODEL.ROI_BOX_HEAD`` or ``ROI_MASK_HEAD``), with
-        the arguments ``StandardROIHeads`` uses and the class the config chooses."""
-        pooler_class = (
-            EmbeddingBagROIPooler if speedup_enabled(cfg, "INSTSEG.CPU_ROI_ALIGN") else ROIPooler
-        )
-        return pooler_class(
+    def _embedding_bag_pooler(cfg, input_shape, head_cfg) -> EmbeddingBagROIPooler:
+        """The pooler of a head (``head_cfg``: ``MODEL.ROI_BOX_HEAD`` or ``ROI_MASK_HEAD``) with
+        the arguments ``StandardROIHeads`` gives its ``ROIPooler``."""
+        return EmbeddingBagROIPooler(
             output_size=head_cfg.POOLER_RESOLUTION,
             scales=tuple(1.0 / input_shape[k].stride for k in cfg.MODEL.ROI_HEADS.IN_FEATURES),
             sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
@@ -99,7 +96,8 @@ class InstSegROIHeads(StandardROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
-        ret["box_pooler"] = cls._pooler(cfg, input_shape, cfg.MODEL.ROI_BOX_HEAD)
+        if speedup_enabled(cfg, "INSTSEG.CPU_ROI_ALIGN"):
+            ret["box_pooler"] = cls._embedding_bag_pooler(cfg, input_shape, cfg.MODEL.ROI_BOX_HEAD)
         ret["box_predictor"] = FP32OutputLayers.like(
             ret["box_predictor"], cfg, ret["box_head"].output_shape
         )
@@ -108,8 +106,9 @@ class InstSegROIHeads(StandardROIHeads):
     @classmethod
     def _init_mask_head(cls, cfg, input_shape):
         ret = super()._init_mask_head(cfg, input_shape)
-        if ret.get("mask_pooler") is not None:
-            ret["mask_pooler"] = cls._pooler(cfg, input_shape, cfg.MODEL.ROI_MASK_HEAD)
+        if ret.get("mask_pooler") is not None and speedup_enabled(cfg, "INSTSEG.CPU_ROI_ALIGN"):
+            head = cfg.MODEL.ROI_MASK_HEAD
+            ret["mask_pooler"] = cls._embedding_bag_pooler(cfg, input_shape, head)
         return ret
 
     def forward(self, images, features, proposals, targets=None):
