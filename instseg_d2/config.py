@@ -102,11 +102,34 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # bf16 autocast for CPU training (SOLVER.AMP.ENABLED covers CUDA); ignored, with a warning,
     # on CPUs without native bf16.
     cfg.INSTSEG.CPU_BF16 = False
-    # Channels-last convolutions, frozen BatchNorms applied to the conv weights and the CPU
-    # RoIAlign during training (instseg_d2.modeling.optimize.optimize_for_training): same
-    # parameters, gradients up to float rounding and checkpoints, less time per step
-    # (BENCHMARKS.md).
+    # The model's speed-ups (instseg_d2.modeling): each keeps the parameters, the checkpoints and
+    # the outputs (up to float rounding) and only acts in the components that
+    # configs/Base-InstSegRCNN.yaml selects. "auto", "always" or "never"; "auto" is on when
+    # MODEL.DEVICE is a CPU (they are CPU speed-ups: slower at batch 1 on a GPU), and follows
+    # OPTIMIZE_TRAINING (below) when the Trainer builds the model (instseg_d2.modeling.speedups).
+    # Convolutions in channels-last (NHWC) layout, which oneDNN runs faster.
+    cfg.INSTSEG.CHANNELS_LAST = "auto"
+    # Conv2d + FrozenBatchNorm2d as one FrozenBNConv2d, which scales the small weights instead of
+    # the large outputs: fewer passes over every activation, the same gradients.
+    cfg.INSTSEG.FROZEN_BN_ON_WEIGHTS = "auto"
+    # RoIAlign (forward and backward) as embedding_bag sums over the CPU feature maps:
+    # torchvision's CPU RoIAlign kernels run on one core.
+    cfg.INSTSEG.CPU_ROI_ALIGN = "auto"
+    # What "auto" means above when the Trainer builds its model, on any device: the speed-ups
+    # also shorten a training step on a GPU.
     cfg.INSTSEG.OPTIMIZE_TRAINING = True
+    # The inference build step, after the weights are loaded (BatchPredictor, --eval-only, the
+    # benchmark; instseg_d2.modeling.inference_step).
+    cfg.INSTSEG.INFERENCE = type(cfg)()
+    # Frozen BatchNorms folded into the conv weights ("auto"/"always"/"never", as above): a
+    # folded model must not train again, so this cannot be part of the build.
+    cfg.INSTSEG.INFERENCE.FOLD_FROZEN_BN = "auto"
+    # Network under bf16 autocast (fp16 on CUDA), weights stored in bf16 once, output layers and
+    # post-processing (mask pasting, box rescaling) in fp32: much faster on CPUs with native
+    # bf16, a small AP change (BENCHMARKS.md). Also evaluates in bf16 during training.
+    cfg.INSTSEG.INFERENCE.BF16 = False
+    # torch.compile of the backbone: a one-off compile (tens of seconds) for a faster backbone.
+    cfg.INSTSEG.INFERENCE.COMPILE_BACKBONE = False
     # Write metrics.json / TensorBoard / the console every this many iterations (Detectron2: 20).
     cfg.INSTSEG.LOG_PERIOD = 20
     # Periodic checkpoints (model_<iter>.pth) kept on disk; older ones are deleted. 0 keeps all.

@@ -9,8 +9,11 @@ import sys
 import pytest
 import torch
 
-from instseg_d2.benchmark.compare import Detections, compare_detections
-from instseg_d2.benchmark.timing import PeakMemory, summarize
+from benchmarks.detection_match import Detections, compare_detections
+from benchmarks.tables import format_table, markdown_table
+from benchmarks.timing import PeakMemory, summarize
+from instseg_d2.engine.predictor import BatchPredictor
+from instseg_d2.engine.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +27,23 @@ def benchmark_tool(repo_root):
     return module
 
 
-def test_quick_smoke_run_writes_every_section(benchmark_tool, shared_data, tmp_path):
-    # Timing is not asserted (shared, noisy CPUs); that every section runs and reports is.
+def _count_calls(monkeypatch, cls, name: str) -> list:
+    calls: list = []
+    original = getattr(cls, name)
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
+def test_quick_smoke_run_writes_every_section(benchmark_tool, shared_data, tmp_path, monkeypatch):
+    # Timing is not asserted (shared, noisy CPUs); that every section runs and reports is, and
+    # that our rows come from the user paths.
+    predictor_calls = _count_calls(monkeypatch, BatchPredictor, "__call__")
+    run_steps = _count_calls(monkeypatch, Trainer, "run_step")
     out = tmp_path / "bench.json"
     results = benchmark_tool.main(["--quick", "--smoke", "--output", str(out)])
     saved = json.loads(out.read_text())
@@ -43,13 +61,28 @@ def test_quick_smoke_run_writes_every_section(benchmark_tool, shared_data, tmp_p
     )
     exact = saved["inference"]["agreement_with_ours_fp32"]["ours fp32 optimized"]
     assert exact["matched_fraction"] == 1.0 and exact["max_box_abs_diff"] < 1e-2
+    # One BatchPredictor call per image (1, after a warm-up call) for each of our variants.
+    ours_inference = [name for name in inference if name.startswith("ours")]
+    assert len(predictor_calls) == 2 * len(ours_inference)
+    assert len({id(p) for p in predictor_calls}) == len(ours_inference)
 
     train = saved["train"]["rows"]
     assert set(train) >= {"torchvision fp32", "ours fp32", "ours fp32 optimized"}
     for row in train.values():
         assert row["images_per_s"] > 0 and row["first_loss"] == row["first_loss"]  # not NaN
+    # One Trainer.run_step per timed step (1, no warm-up) for each of our variants, at the LR
+    # torchvision's steps use (no LR warm-up: the schedule's hook does not run).
+    assert (
+        len(run_steps)
+        == len({id(t) for t in run_steps})
+        == len([name for name in train if name.startswith("ours")])
+    )
+    assert {t.optimizer.param_groups[0]["lr"] for t in run_steps} == {0.002}
+    if "torchvision channels-last+bf16" in inference:  # CPUs with native bf16
+        assert "torchvision channels-last+bf16" in train
+        assert inference["torchvision channels-last+bf16"]["vs_tv_tricks"] == 1.0
 
-    assert saved["data"]["rows"]["ours DatasetMapper"]["images_per_s"] > 0
+    assert saved["data"]["rows"]["ours InstSegDatasetMapper"]["images_per_s"] > 0
     assert saved["eval"]["rows"]["ours fp32"]["evaluate_s"] >= 0
     assert results["total_s"] > 0
 
@@ -69,7 +102,7 @@ def test_bad_arguments_exit_with_a_message(benchmark_tool, argv, message):
         benchmark_tool.settings_from_args(args)
 
 
-def test_tables_show_each_variant_and_ratio(benchmark_tool):
+def test_tables_show_each_variant_and_ratio():
     results = {
         "inference": {
             "title": "t",
@@ -83,9 +116,9 @@ def test_tables_show_each_variant_and_ratio(benchmark_tool):
             },
         }
     }
-    text = benchmark_tool.format_table(results)
+    text = format_table(results)
     assert "ours fp32 optimized" in text and "2.0" in text
-    md = benchmark_tool.markdown_table(results)
+    md = markdown_table(results)
     assert "| ours fp32 optimized | 1.0 | 1.0 | 2.0 |" in md
 
 

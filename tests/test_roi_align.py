@@ -6,7 +6,7 @@ import pytest
 import torch
 from detectron2.layers import ROIAlign
 
-from instseg_d2.modeling.optimize import autocast_context
+from instseg_d2.modeling.precision import autocast_context
 from instseg_d2.modeling.roi_align import CPUROIAlign, roi_align_embedding_bag
 
 

@@ -1,5 +1,5 @@
-"""The Trainer's training speed-ups (INSTSEG.OPTIMIZE_TRAINING) and CPU bf16 (INSTSEG.CPU_BF16),
-in a real two-iteration run on PennFudan images."""
+"""The Trainer's model speed-ups (INSTSEG.OPTIMIZE_TRAINING, the INSTSEG.* keys) and CPU bf16
+(INSTSEG.CPU_BF16), in real two-iteration runs on PennFudan images."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from torch import nn
 import instseg_d2.data  # noqa: F401  (registers the datasets)
 from instseg_d2.config import load_config
 from instseg_d2.engine.trainer import Trainer
-from instseg_d2.modeling.optimize import cpu_supports_bf16
+from instseg_d2.modeling.meta_arch import InstSegRCNN
+from instseg_d2.modeling.precision import cpu_supports_bf16
 from instseg_d2.modeling.roi_align import CPUROIAlign
 
 
@@ -56,8 +57,36 @@ def test_optimize_training_switch_sets_channels_last_convs(shared_data, tmp_path
         return [isinstance(p, CPUROIAlign) for p in poolers]
 
     assert all(parallel(on.model)) and not any(parallel(off.model))
+    # Nothing is changed after the build: the config rebuilds the model that trains.
+    for trainer in (on, off):
+        assert repr(trainer.model) == repr(Trainer.build_model(trainer.cfg))
     # Same parameters and state-dict keys: checkpoints of either load into the other.
     assert on.model.state_dict().keys() == off.model.state_dict().keys()
+    # A key set explicitly wins over OPTIMIZE_TRAINING.
+    only = _tiny_trainer(
+        tmp_path / "only", "INSTSEG.OPTIMIZE_TRAINING", "False", "INSTSEG.CPU_ROI_ALIGN", "always"
+    )
+    assert all(parallel(only.model))
+    assert not only.model.backbone.bottom_up.stem.conv1.weight.is_contiguous(
+        memory_format=channels_last
+    )
+
+
+def test_a_plain_model_zoo_architecture_still_trains(shared_data, tmp_path):
+    # Detectron2's own classes instead of configs/Base-InstSegRCNN.yaml's: no speed-ups.
+    trainer = _tiny_trainer(
+        tmp_path,
+        "MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
+        "MODEL.RPN.HEAD_NAME", "StandardRPNHead",
+        "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead",
+    )  # fmt: skip
+    assert not isinstance(trainer.model, InstSegRCNN)
+    assert not any(
+        isinstance(p, CPUROIAlign) for p in trainer.model.roi_heads.box_pooler.level_poolers
+    )
+    trainer.train()
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")

@@ -3,10 +3,12 @@
 
 Measures, in one run: training throughput (images/s of a full SGD step), inference latency per
 image (median, p90) and throughput, data loading (mapper images/s), COCO evaluation time and peak
-memory, for our Detectron2 R50-FPN Mask R-CNN (plain and with the speed-ups of
-``instseg_d2.modeling.optimize``) and torchvision's ``maskrcnn_resnet50_fpn`` (the fine-tuning
-tutorial's model) with matched settings and the same random weights. Prints a table and writes
-JSON. See BENCHMARKS.md for the settings mapping and the numbers.
+memory. Our rows time what users run: ``BatchPredictor`` (inference) and the project's
+``Trainer.run_step`` (training), built from ``configs/Base-InstSegRCNN.yaml`` (the model-zoo
+R50-FPN Mask R-CNN) with the speed-up keys off and on; torchvision's rows run the fine-tuning
+tutorial's ``maskrcnn_resnet50_fpn``, plain fp32 and with channels-last + bf16 autocast. Matched
+settings, the same random weights. Prints a table and writes JSON. The code is in ``benchmarks/``;
+see BENCHMARKS.md for the settings mapping and the numbers.
 
 Examples::
 
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,27 +32,23 @@ from pathlib import Path
 import torch
 from detectron2.data import DatasetCatalog
 
-from instseg_d2.benchmark.models import (
-    benchmark_cfg,
-    build_ours,
-    build_torchvision,
-    copy_torchvision_weights,
-)
-from instseg_d2.benchmark.runners import (
+# Runnable as ``python tools/benchmark.py`` from a checkout: benchmarks/ is not installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.accuracy import run_eval, run_precision_check  # noqa: E402
+from benchmarks.models import benchmark_cfg, build_torchvision, save_shared_weights  # noqa: E402
+from benchmarks.runners import (  # noqa: E402
     BenchSettings,
     load_test_images,
     run_data,
-    run_eval,
     run_inference,
-    run_precision_check,
     run_training,
 )
-from instseg_d2.benchmark.timing import machine_info
-from instseg_d2.config import load_config
+from benchmarks.tables import SECTIONS, format_table, markdown_table  # noqa: E402
+from benchmarks.timing import machine_info  # noqa: E402
+from instseg_d2.config import load_config  # noqa: E402
 
 logger = logging.getLogger("instseg_d2.benchmark")
-
-SECTIONS = ("inference", "train", "data", "eval")
 
 # name: (test size, train size, settings overrides, config overrides)
 PRESETS: dict[str, tuple[int, int, dict, list[str]]] = {
@@ -101,7 +100,11 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes and counts (< 2 min)")
     p.add_argument("--smoke", action="store_true", help="with --quick: 1 image at tiny size")
-    p.add_argument("--config-file", default=None, help="our model's YAML (default: model zoo R50)")
+    p.add_argument(
+        "--config-file",
+        default=None,
+        help="our model's YAML (default: configs/Base-InstSegRCNN.yaml, the model-zoo R50-FPN)",
+    )
     p.add_argument("--min-size", type=int, help="test shortest edge (full: 800)")
     p.add_argument("--max-size", type=int, default=1333)
     p.add_argument("--train-size", type=int, help="training shortest edge (full: 512)")
@@ -118,9 +121,10 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CUDA: run fp32 convolutions/matmuls in full fp32 (PyTorch lets cuDNN use TF32)",
     )
-    p.add_argument("--no-reduced-precision", action="store_true", help="skip bf16 / AMP rows")
     p.add_argument(
-        "--torchvision-reduced", action="store_true", help="also time torchvision in bf16/AMP"
+        "--no-reduced-precision",
+        action="store_true",
+        help="skip bf16 / AMP rows (ours and torchvision's)",
     )
     p.add_argument(
         "--compile", action="store_true", help="add torch.compile'd-backbone inference rows"
@@ -175,77 +179,10 @@ def settings_from_args(
         )
     settings.sections = sections
     settings.reduced_precision = not args.no_reduced_precision
-    settings.torchvision_reduced = args.torchvision_reduced
     settings.compile = args.compile
     settings.ablation = args.ablation
     opts = [*cfg_opts, *args.opts]
     return settings, args.min_size or test_size, args.train_size or train_size, preset, opts
-
-
-def format_table(results: dict) -> str:
-    """Plain-text tables: one per section, a row per variant, ratios against torchvision fp32."""
-    lines = []
-    columns = {
-        "inference": [
-            "median_s",
-            "p90_s",
-            "images_per_s",
-            "vs_torchvision",
-            "detections_per_image",
-            "rss_peak_mb",
-            "cuda_peak_mb",
-        ],
-        "train": [
-            "median_s",
-            "images_per_s",
-            "vs_torchvision",
-            "first_loss",
-            "last_loss",
-            "rss_peak_mb",
-            "cuda_peak_mb",
-        ],
-        "data": ["median_s", "p90_s", "images_per_s"],
-        "eval": ["setup_s", "process_s", "evaluate_s", "bbox_AP", "segm_AP"],
-        "ap": ["bbox_AP", "bbox_AP_delta", "segm_AP", "segm_AP_delta"],
-    }
-    for section, cols in columns.items():
-        rows = results.get(section, {}).get("rows")
-        if not rows:
-            continue
-        width = max(len(n) for n in rows) + 2
-        lines.append(f"\n[{section}] {results[section].get('title', '')}")
-        lines.append("variant".ljust(width) + "".join(c.rjust(22) for c in cols))
-        for name, row in rows.items():
-            cells = "".join(str(row.get(c, "")).rjust(22) for c in cols)
-            lines.append(name.ljust(width) + cells)
-    return "\n".join(lines)
-
-
-def markdown_table(results: dict) -> str:
-    """The same tables in Markdown, for BENCHMARKS.md."""
-    out = []
-    machine = results.get("machine")
-    if machine:
-        out.append(
-            f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch threads "
-            f"{machine['torch_threads']}, AVX512-BF16 {machine['avx512_bf16']}, AMX "
-            f"{machine['amx_bf16']}; torch {machine['torch']}, torchvision "
-            f"{machine['torchvision']}, detectron2 {machine['detectron2']}; GPU "
-            f"{machine['cuda_device']}. Load average (1/5/15 min) at start "
-            f"{machine['load_average_at_start']}, at end {results.get('load_average_at_end')}. "
-            f"Command: `{results.get('command')}` ({results.get('total_s')} s)."
-        )
-    for section in (*SECTIONS, "ap"):
-        rows = results.get(section, {}).get("rows")
-        if not rows:
-            continue
-        cols = list(dict.fromkeys(k for row in rows.values() for k in row))
-        out.append(f"\n**{section}** {results[section].get('title', '')}\n")
-        out.append("| variant | " + " | ".join(cols) + " |")
-        out.append("|---|" + "---|" * len(cols))
-        for name, row in rows.items():
-            out.append(f"| {name} | " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
-    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -274,8 +211,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = cfg_at(test_size)
     torchvision_model = build_torchvision(cfg)
-    ours = build_ours(cfg)
-    copy_torchvision_weights(torchvision_model, ours)
+    # Our side loads torchvision's random weights from a checkpoint, as users load theirs.
+    weights_dir = tempfile.TemporaryDirectory(prefix="instseg_bench_weights_")
+    cfg.MODEL.WEIGHTS = save_shared_weights(cfg, torchvision_model, weights_dir.name)
+    # DefaultTrainer logs the whole model for every training variant.
+    logging.getLogger("detectron2.engine.defaults").setLevel(logging.WARNING)
 
     results: dict = {
         "command": " ".join(
@@ -289,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "inference" in settings.sections:
         dicts, images = load_test_images(settings.test_dataset, settings.num_images)
         logger.info(f"inference: {len(images)} images x {settings.repeats} at min size {test_size}")
-        section, outputs = run_inference(cfg, ours, torchvision_model, settings, images)
+        section, outputs = run_inference(cfg, torchvision_model, settings, images)
         results["inference"] = section.to_json(
             f"per image, shortest edge {test_size}, batch 1, {len(images)} images "
             f"of {settings.test_dataset} x {settings.repeats}"
@@ -301,11 +241,15 @@ def main(argv: list[str] | None = None) -> dict:
         del outputs
     if "train" in settings.sections:
         train_cfg = cfg_at(train_size)
+        train_cfg.merge_from_list(
+            ["MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, "MODEL.PIXEL_MEAN", cfg.MODEL.PIXEL_MEAN,
+             "MODEL.PIXEL_STD", cfg.MODEL.PIXEL_STD]
+        )  # fmt: skip
         logger.info(
             f"train: batch {settings.train_batch} at min size {train_size}, "
             f"{settings.train_warmup} warm-up + {settings.train_iters} timed steps per variant"
         )
-        section = run_training(train_cfg, ours, torchvision_model, settings)
+        section = run_training(train_cfg, torchvision_model, settings)
         results["train"] = section.to_json(
             f"SGD step, batch {settings.train_batch}, shortest edge {train_size}, "
             f"{settings.train_iters} timed steps"
@@ -325,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["ap"] = section.to_json(
             f"trained {args.ap_weights}, {len(images)} images of {settings.test_dataset}"
         )
+    weights_dir.cleanup()
     results["total_s"] = round(time.perf_counter() - start, 1)
     results["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
 

@@ -56,7 +56,9 @@ def get_parser() -> ToolArgumentParser:
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--splash", action="store_true", help="gray outside the predicted masks")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU: ~2x faster)")
+    # Not given (None): INSTSEG.INFERENCE.BF16 of the config decides.
+    parser.add_argument("--bf16", action="store_true", default=None,
+                        help="bf16 autocast (CPU: ~2x faster)")  # fmt: skip
     parser.add_argument("--no-optimize", action="store_true", help="skip the fp32 CPU speed-ups")
     parser.add_argument(
         "--dataset",

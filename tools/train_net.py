@@ -25,6 +25,7 @@ import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation not
 # isort: split
 import torch  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
@@ -32,6 +33,7 @@ from instseg_d2.checkpoint import AtomicCheckpointer, resolve_weights  # noqa: E
 from instseg_d2.engine.defaults import setup_config  # noqa: E402
 from instseg_d2.engine.final_metrics import write_final_metrics  # noqa: E402
 from instseg_d2.engine.trainer import Trainer  # noqa: E402
+from instseg_d2.modeling.inference_step import prepare_for_inference  # noqa: E402
 from instseg_d2.utils.errors import UserError  # noqa: E402
 from instseg_d2.visualization.report import write_report  # noqa: E402
 
@@ -70,12 +72,14 @@ def _write_results(cfg, results, weights: str, iteration) -> None:
 
 
 def evaluate(cfg, args):
-    model = Trainer.build_model(cfg)
+    # The inference model (speed-up keys at "auto": on CPU), as BatchPredictor builds it.
+    model = build_model(cfg)
     resolve_weights(cfg.MODEL.WEIGHTS)
     checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
     weights = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() \
         else cfg.MODEL.WEIGHTS  # fmt: skip
+    prepare_for_inference(model, cfg)  # after loading: folds and casts the loaded weights
     results = Trainer.test(cfg, model)
     _write_results(cfg, results, weights, extra.get("iteration"))
     return results

@@ -1,4 +1,10 @@
-"""Batched inference: DefaultPredictor's pre-processing, several images per forward pass."""
+"""Batched inference: DefaultPredictor's pre-processing, several images per forward pass.
+
+Only images whose padded input size is the same share a forward pass: the model pads a batch to
+its largest image, and with GroupNorm (the CPU configs) the normalisation statistics would then
+include the padding and change every feature. So every batch size gives the detections of batch
+size 1 (and of ``--eval-only``, which runs one image at a time).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,10 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from detectron2.structures import ImageList
 
-from ..modeling.optimize import (
-    optimize_for_inference,
-    prepare_for_autocast_inference,
-    rcnn_inference,
-)
+from ..modeling.inference_step import prepare_for_inference
+from ..modeling.speedups import override_all
 
 
 def _to_cpu(value):
@@ -28,35 +32,35 @@ class BatchPredictor:
     """Like Detectron2's ``DefaultPredictor``, but takes a list of images.
 
     It builds the model of ``cfg``, loads ``cfg.MODEL.WEIGHTS`` with ``DetectionCheckpointer``,
-    resizes each image with ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)`` and
-    runs the whole list in one forward pass under ``torch.inference_mode()``. The model pads the
-    batch itself, so images of different sizes can share a batch; predictions come back in the
-    coordinates of each original image.
+    runs the inference build step (:func:`~instseg_d2.modeling.inference_step.
+    prepare_for_inference`), resizes each image with ``ResizeShortestEdge(INPUT.MIN_SIZE_TEST,
+    INPUT.MAX_SIZE_TEST)`` and runs the images under ``torch.inference_mode()``, one forward pass
+    per group of images with the same padded size (module docstring). Predictions come back in
+    the coordinates of each original image, in input order.
 
-    ``optimize`` applies the fp32-exact speed-ups of ``instseg_d2.modeling.optimize`` (frozen BN
-    folded into convolutions, channels-last, fast CPU RoIAlign; outputs equal up to float
-    rounding, see BENCHMARKS.md). They are CPU speed-ups: the default ``None`` applies them on
-    CPU only, because on a GPU (an H200, batch 1) they made inference slower, not faster.
-    ``bf16`` runs the network under bf16 autocast (fp16 on CUDA) with fp32 outputs and
-    post-processing (CPU: about 2x faster; small AP change, see BENCHMARKS.md).
+    The speed-ups are the config's (``INSTSEG.*``, ``INSTSEG.INFERENCE.*``; by default the
+    fp32-exact ones on CPU only: on an H200 at batch 1 they made inference slower). ``optimize``
+    True/False turns all of them on/off; ``bf16`` sets ``INSTSEG.INFERENCE.BF16`` (bf16 autocast,
+    fp16 on CUDA, with fp32 outputs and post-processing; CPU: about 2x faster, small AP change,
+    see BENCHMARKS.md). ``self.cfg`` is the config the model was built from.
     """
 
-    def __init__(self, cfg: CfgNode, *, optimize: bool | None = None, bf16: bool = False):
-        self.cfg = cfg.clone()  # build_model may modify it
-        self.model = build_model(self.cfg)
+    def __init__(self, cfg: CfgNode, *, optimize: bool | None = None, bf16: bool | None = None):
+        cfg = cfg.clone()  # build_model may modify it
+        cfg.defrost()
+        if optimize is not None:
+            cfg = override_all(cfg, optimize)
+        if bf16 is not None:
+            cfg.INSTSEG.INFERENCE.BF16 = bf16
+        self.cfg = cfg
+        self.model = build_model(cfg)
         self.model.eval()
         self.metadata = (
             MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
         )
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        if optimize is None:
-            optimize = self.model.device.type == "cpu"
-        if optimize:
-            # After loading: folding rewrites the convolution weights.
-            optimize_for_inference(self.model)
-        self.bf16 = bf16
-        if bf16:
-            prepare_for_autocast_inference(self.model)
+        # After loading: folding and the bf16 cast rewrite the loaded weights.
+        prepare_for_inference(self.model, cfg)
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
@@ -75,6 +79,16 @@ class BatchPredictor:
         # The model moves inputs to its device itself (in preprocess_image).
         return {"image": image, "height": height, "width": width}
 
+    def padded_size(self, image: torch.Tensor) -> tuple[int, int]:
+        """The (height, width) the model pads ``image`` (C, H, W) to, alone or in a batch of
+        images of its size: Detectron2's ``ImageList`` rule, computed on an empty tensor."""
+        backbone = self.model.backbone
+        empty = image.new_empty((0, *image.shape[-2:]))
+        padded = ImageList.from_tensors(
+            [empty], backbone.size_divisibility, padding_constraints=backbone.padding_constraints
+        )
+        return tuple(padded.tensor.shape[-2:])
+
     def __call__(self, original_images: Sequence[np.ndarray]) -> list[dict]:
         """Predict a batch.
 
@@ -83,14 +97,20 @@ class BatchPredictor:
 
         Returns:
             one dict per image (``{"instances": Instances}`` for Mask R-CNN), in input order,
-            with tensors moved to the CPU.
+            with tensors moved to the CPU. Images of different padded sizes run in separate
+            forward passes (module docstring).
         """
-        if len(original_images) == 0:
-            return []
         inputs = [self._to_model_input(img) for img in original_images]
-        with torch.inference_mode():
-            outputs = rcnn_inference(self.model, inputs, autocast=self.bf16)
-        return [{k: _to_cpu(v) for k, v in out.items()} for out in outputs]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, item in enumerate(inputs):
+            groups.setdefault(self.padded_size(item["image"]), []).append(i)
+        outputs: list[dict] = [{} for _ in inputs]
+        for indices in groups.values():
+            with torch.inference_mode():
+                results = self.model([inputs[i] for i in indices])
+            for i, out in zip(indices, results, strict=True):
+                outputs[i] = {k: _to_cpu(v) for k, v in out.items()}
+        return outputs
 
     def predict_batches(
         self, images: Iterable[np.ndarray], batch_size: int

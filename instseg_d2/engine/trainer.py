@@ -5,9 +5,10 @@ What differs from ``DefaultTrainer`` and why:
 * ``__init__``: checkpoints go through :class:`~instseg_d2.checkpoint.AtomicCheckpointer`
   (never half-written), and on CPU the DDP wrapper gets ``device_ids=None`` (Detectron2 passes
   the local rank as a CUDA device, which DDP rejects for a CPU model); the datasets are
-  validated first when ``INSTSEG.VALIDATE_DATA``, and ``INSTSEG.OPTIMIZE_TRAINING`` applies
-  :func:`~instseg_d2.modeling.optimize.optimize_for_training` to the model before the optimizer
-  and DDP see it.
+  validated first when ``INSTSEG.VALIDATE_DATA``.
+* ``build_model``: the speed-up keys left at "auto" follow ``INSTSEG.OPTIMIZE_TRAINING``, on any
+  device (:func:`~instseg_d2.modeling.speedups.resolve_auto`), so ``Trainer.build_model(cfg)``
+  with a run's ``config.yaml`` rebuilds the model that trained.
 * ``build_train_loader`` / ``build_test_loader`` / ``build_val_loss_loader``: every loader maps
   with the mapper of ``INPUT.DATASET_MAPPER_NAME``, so images are read one way everywhere.
 * ``build_evaluator``: ``COCOEvaluator`` (bbox, and segm when masks are on).
@@ -15,6 +16,8 @@ What differs from ``DefaultTrainer`` and why:
   early stopping, inserted after ``EvalHook`` and before the ``PeriodicWriter`` so their
   scalars are written in the same ``metrics.json`` line as the evaluation.
 * ``resume_or_load``: trims ``metrics.json`` to the resumed iteration (one history).
+* ``run_step``: under bf16 autocast on CPU when ``INSTSEG.CPU_BF16`` (if the CPU has native
+  bf16; the optimizer step keeps fp32 weights).
 * ``run_step``/``after_train``: a NaN/Inf loss (Detectron2's ``FloatingPointError``) marks the
   run as diverged, and then no hook may save or evaluate the bad state.
 """
@@ -42,7 +45,8 @@ from ..checkpoint import AtomicCheckpointer
 from ..data.dataset_mapper import build_dataset_mapper
 from ..data.dataset_validation import check_splits
 from ..data.validation import DatasetValidationError, check_registered_datasets
-from ..modeling.optimize import cpu_supports_bf16, optimize_for_training
+from ..modeling.precision import cpu_supports_bf16
+from ..modeling.speedups import resolve_auto
 from ..utils.errors import UserError
 from .evaluation import build_coco_evaluator
 from .hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer, ValidationLoss
@@ -104,8 +108,6 @@ class Trainer(DefaultTrainer):
             validate_datasets(cfg)
 
         model = self.build_model(cfg)
-        if cfg.INSTSEG.OPTIMIZE_TRAINING:
-            optimize_for_training(model)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
 
@@ -132,6 +134,12 @@ class Trainer(DefaultTrainer):
         self.stopped_early: str | None = None
 
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        """The model of ``cfg``, with the speed-up keys left at "auto" set by
+        ``INSTSEG.OPTIMIZE_TRAINING``."""
+        return super().build_model(resolve_auto(cfg, cfg.INSTSEG.OPTIMIZE_TRAINING))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):

@@ -1,21 +1,29 @@
-"""The two models compared by the benchmark, built with matched settings.
+"""The two models compared by the benchmark, built with matched settings and the same weights.
 
-Ours is Detectron2's model-zoo R50-FPN Mask R-CNN (``mask_rcnn_R_50_FPN_3x.yaml``) as this
-project loads it; theirs is the torchvision fine-tuning tutorial's ``maskrcnn_resnet50_fpn``
-built from the same config values, so that both sides do the same work. The mapping of settings is
-in :func:`torchvision_kwargs` and in BENCHMARKS.md.
+Ours is the model-zoo R50-FPN Mask R-CNN as this project builds it
+(``configs/Base-InstSegRCNN.yaml``: Detectron2's ``mask_rcnn_R_50_FPN_3x.yaml`` with the project's
+components); theirs is the torchvision fine-tuning tutorial's ``maskrcnn_resnet50_fpn`` built
+from the same config values, so that both sides do the same work. The mapping of settings is in
+:func:`torchvision_kwargs` and in BENCHMARKS.md. Our side runs from a checkpoint of torchvision's
+random weights (:func:`save_shared_weights`), loaded the way users load theirs.
 """
 
 from __future__ import annotations
 
-from detectron2 import model_zoo
+import os
+import re
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from torch import nn
 
-from instseg_d2.config import get_instseg_cfg, load_config
+from instseg_d2.config import load_config
+from instseg_d2.modeling.speedups import override_all
 
-MODEL_ZOO_CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OURS_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-InstSegRCNN.yaml")
 
 
 def benchmark_cfg(
@@ -27,16 +35,12 @@ def benchmark_cfg(
     device: str = "cpu",
     opts: list[str] | None = None,
 ) -> CfgNode:
-    """Config of our side: the model-zoo R50-FPN Mask R-CNN (or ``config_file``), random weights.
+    """Config of our side: ``configs/Base-InstSegRCNN.yaml`` (or ``config_file``), no weights.
 
     ``RESNETS.STRIDE_IN_1X1`` is set to False so that our ResNet has the stride in the 3x3 conv like
     torchvision's: the same FLOPs on both sides (the MSRA default would give us a free ~5%).
     """
-    if config_file is None:
-        cfg = get_instseg_cfg()
-        cfg.merge_from_file(model_zoo.get_config_file(MODEL_ZOO_CONFIG))
-    else:
-        cfg = load_config(config_file)
+    cfg = load_config(config_file or OURS_CONFIG)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
@@ -56,6 +60,9 @@ def benchmark_cfg(
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    # Only Trainer.run_step is timed, without the hooks that step the LR schedule: no warm-up, so
+    # that our steps run at BASE_LR like torchvision's (not at WARMUP_FACTOR times it).
+    cfg.SOLVER.WARMUP_ITERS = 0
     cfg.merge_from_list(list(opts or []))
     if cfg.MODEL.RESNETS.DEPTH in (18, 34):
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64  # Detectron2 needs this for basic blocks
@@ -65,11 +72,6 @@ def benchmark_cfg(
             f"got RESNETS.NORM={cfg.MODEL.RESNETS.NORM!r}, FPN.NORM={cfg.MODEL.FPN.NORM!r}"
         )
     return cfg
-
-
-def build_ours(cfg: CfgNode) -> nn.Module:
-    """Detectron2's GeneralizedRCNN from ``cfg`` with random initial weights."""
-    return build_model(cfg)
 
 
 def torchvision_kwargs(cfg: CfgNode) -> dict:
@@ -148,8 +150,6 @@ _TV_TO_D2_RULES: tuple[tuple[str, str], ...] = (
 
 def _d2_name(tv_name: str) -> str:
     """Detectron2's name of a torchvision Mask R-CNN state-dict entry."""
-    import re
-
     m = re.match(r"^backbone\.body\.layer(\d)\.(\d+)\.(conv|bn)(\d)\.(.*)$", tv_name)
     if m:
         stage, block, kind, idx, rest = m.groups()
@@ -175,19 +175,25 @@ def _d2_name(tv_name: str) -> str:
     raise KeyError(f"no Detectron2 name for torchvision parameter {tv_name!r}")
 
 
+def set_torchvision_normalization(cfg: CfgNode, tv_model: nn.Module) -> None:
+    """Our input normalisation (``MODEL.PIXEL_MEAN/STD``) set to torchvision's: RGB ImageNet
+    mean/std in 0-1 units, as BGR 0-255 values."""
+    transform = tv_model.transform
+    cfg.MODEL.PIXEL_MEAN = [m * 255.0 for m in reversed(transform.image_mean)]
+    cfg.MODEL.PIXEL_STD = [s * 255.0 for s in reversed(transform.image_std)]
+
+
 def copy_torchvision_weights(tv_model: nn.Module, ours: nn.Module) -> None:
     """Give ``ours`` the (random) weights of ``tv_model`` so both compute the same function.
 
     Random initialisations differ between the libraries (Detectron2's un-normalised FrozenBN
     ResNet blows its features up to ~1e3 and the RPN then keeps a handful of proposals, while
-    torchvision's keeps ~1000), which would make "the same work" a lie. With shared weights both
-    sides propose, classify and paste the same number of instances. Also sets our input
-    normalisation to torchvision's (RGB ImageNet mean/std in 0-255 BGR units; conv1's input
-    channels are flipped to BGR). Class order differs: torchvision's class 0 is background,
-    Detectron2's background is the last logit, and its box/mask outputs have no background row.
+    torchvision's keeps ~1000), which would make "the same work" a lie. With shared weights (and
+    :func:`set_torchvision_normalization`) both sides propose, classify and paste the same number
+    of instances. conv1's input channels are flipped to BGR. Class order differs: torchvision's
+    class 0 is background, Detectron2's background is the last logit, and its box/mask outputs
+    have no background row.
     """
-    import torch
-
     tv_state = tv_model.state_dict()
     d2_state = ours.state_dict()
     new_state = {}
@@ -212,9 +218,13 @@ def copy_torchvision_weights(tv_model: nn.Module, ours: nn.Module) -> None:
     if missing:
         raise KeyError(f"our parameters without a torchvision counterpart: {missing}")
     ours.load_state_dict(new_state, strict=False)
-    tv_transform = tv_model.transform
-    mean_bgr = [m * 255.0 for m in reversed(tv_transform.image_mean)]
-    std_bgr = [s * 255.0 for s in reversed(tv_transform.image_std)]
-    with torch.no_grad():
-        ours.pixel_mean.copy_(torch.tensor(mean_bgr).view(-1, 1, 1))
-        ours.pixel_std.copy_(torch.tensor(std_bgr).view(-1, 1, 1))
+
+
+def save_shared_weights(cfg: CfgNode, tv_model: nn.Module, folder: str) -> str:
+    """Write torchvision's weights as a checkpoint of our model; returns its path, for
+    ``MODEL.WEIGHTS``. Also sets ``cfg``'s normalisation to torchvision's (not in checkpoints)."""
+    set_torchvision_normalization(cfg, tv_model)
+    ours = build_model(override_all(cfg, False))
+    copy_torchvision_weights(tv_model, ours)
+    DetectionCheckpointer(ours, save_dir=folder).save("shared_weights")
+    return os.path.join(folder, "shared_weights.pth")

@@ -1,0 +1,117 @@
+"""``InstSegRCNN``: Detectron2's ``GeneralizedRCNN`` with its speed-ups chosen by the config.
+
+Why a meta-architecture: the speed-ups that concern the whole network (the memory layout of
+every conv, the frozen-BN convs wherever the backbone or heads put them, the precision of the
+whole inference pass) belong to the module that builds and runs all of it. Detectron2 projects
+that change how a model runs do the same (a registered class whose ``from_config`` reads the
+project's keys). The per-head parts live in the registered heads (:mod:`.roi_heads`,
+:mod:`.rpn`, :mod:`.mask_head`).
+
+What differs from ``GeneralizedRCNN`` (same parameters, buffers and state-dict keys):
+
+- ``INSTSEG.FROZEN_BN_ON_WEIGHTS``: each ``Conv2d`` + ``FrozenBatchNorm2d`` is built as a
+  :class:`~.frozen_bn.FrozenBNConv2d` (same gradients, up to float rounding).
+- ``INSTSEG.CHANNELS_LAST``: conv weights and the input batch in channels-last (NHWC) layout,
+  which oneDNN runs faster on CPU. The feature maps then stay channels-last through the FPN and
+  the RPN head (exact up to float rounding).
+- ``INSTSEG.INFERENCE.BF16``: :meth:`inference` runs the network under bf16 autocast (fp16 on
+  CUDA) and casts its outputs to fp32 before post-processing, so that mask pasting
+  (``grid_sample`` coordinates) and box rescaling keep full precision: in bf16 the paste
+  coordinates alone would move mask edges by pixels. The output layers of the heads run in fp32
+  (:func:`~.precision.run_in_fp32`). The weights are stored in bf16 by the inference build step
+  (:mod:`.inference_step`), or cast by autocast on every call without it.
+"""
+
+from __future__ import annotations
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import ImageList, Instances
+from torch import nn
+
+from .frozen_bn import build_frozen_bn_convs
+from .precision import autocast_context
+from .speedups import speedup_enabled
+
+__all__ = ["InstSegRCNN"]
+
+
+def _channels_last_conv_weights(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+
+
+def _to_fp32(instances: Instances) -> Instances:
+    for name in ("scores", "pred_masks"):
+        if instances.has(name):
+            instances.set(name, instances.get(name).float())
+    if instances.has("pred_boxes"):
+        instances.pred_boxes.tensor = instances.pred_boxes.tensor.float()
+    return instances
+
+
+@META_ARCH_REGISTRY.register()
+class InstSegRCNN(GeneralizedRCNN):
+    """``GeneralizedRCNN`` with channels-last convs, frozen BN on the weights and reduced-precision
+    inference with fp32 post-processing, each as its config key says (module docstring)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        channels_last: bool = False,
+        frozen_bn_on_weights: bool = False,
+        inference_autocast: bool = False,
+        **kwargs,
+    ):
+        """
+        Args:
+            channels_last: conv weights and input batches in channels-last layout.
+            frozen_bn_on_weights: build each ``Conv2d`` + ``FrozenBatchNorm2d`` as a
+                ``FrozenBNConv2d``.
+            inference_autocast: run inference under bf16 (CPU) / fp16 (CUDA) autocast.
+            kwargs: the arguments of ``GeneralizedRCNN``.
+        """
+        super().__init__(**kwargs)
+        self.channels_last = channels_last
+        self.inference_autocast = inference_autocast
+        if frozen_bn_on_weights:
+            build_frozen_bn_convs(self)
+        if channels_last:
+            # Kept by build_model's .to(device) and by load_state_dict (copy_ into the layout).
+            _channels_last_conv_weights(self)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        ret.update(
+            channels_last=speedup_enabled(cfg, "INSTSEG.CHANNELS_LAST"),
+            frozen_bn_on_weights=speedup_enabled(cfg, "INSTSEG.FROZEN_BN_ON_WEIGHTS"),
+            inference_autocast=bool(cfg.INSTSEG.INFERENCE.BF16),
+        )
+        return ret
+
+    def preprocess_image(self, batched_inputs: list[dict[str, torch.Tensor]]) -> ImageList:
+        images = super().preprocess_image(batched_inputs)
+        if self.channels_last:
+            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def inference(
+        self,
+        batched_inputs: list[dict[str, torch.Tensor]],
+        detected_instances: list[Instances] | None = None,
+        do_postprocess: bool = True,
+    ):
+        """``GeneralizedRCNN.inference``, under autocast when ``inference_autocast``, with fp32
+        outputs and post-processing."""
+        if not self.inference_autocast:
+            return super().inference(batched_inputs, detected_instances, do_postprocess)
+        with autocast_context(self.device):
+            results = super().inference(batched_inputs, detected_instances, do_postprocess=False)
+        results = [_to_fp32(r) for r in results]
+        if not do_postprocess:
+            return results
+        return self._postprocess(results, batched_inputs, [r.image_size for r in results])
