@@ -18,6 +18,7 @@ from detectron2.config import CfgNode
 from ..checkpoint import WeightsUnavailableError, find_run_weights
 from ..config import load_config
 from ..data.catalog import check_dataset_names
+from ..data.folds import register_config_folds
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def setup_config(
     if output_dir is not None:
         cfg.OUTPUT_DIR = os.fspath(output_dir)
     notes = fall_back_to_cpu(cfg)
+    register_config_folds(cfg)  # a cross-validation fold of a pooled dataset, if the config is one
     if check_datasets:
         check_dataset_names(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     return cfg, notes
