@@ -146,3 +146,31 @@ def test_unusable_files_are_named(tmp_path):
     other_gt, _ = write_coco(tmp_path / "other", 2, seed=9)
     with pytest.raises(BootstrapError, match="not on the same test images"):
         paired_bootstrap_ap(load_matchings(gt_path, results_path), load_matchings(other_gt, _))
+
+
+def test_final_metrics_and_report_show_the_intervals(tmp_path, capsys):
+    from instseg_d2.engine.final_metrics import write_final_metrics
+    from instseg_d2.evaluation.bootstrap import describe_method
+    from instseg_d2.visualization.report import write_report
+
+    results = {"segm": {"AP": 31.2, "AP50": 60.0, "AP75": 30.0, "APs": float("nan")},
+               "bbox": {"AP": 35.0, "AP50": 70.0, "AP75": 33.0}}  # fmt: skip
+    intervals = {"val": {"segm": {"AP": (27.04, 35.1), "AP50": (55.0, 64.0), "AP75": None}}}
+    summary = write_final_metrics(results, str(tmp_path), ["val"], weights="w.pth", iteration=9,
+                                  seed=42, intervals=intervals,
+                                  interval_method=describe_method(1000, 0))  # fmt: skip
+    data = json.loads((tmp_path / "final_metrics.json").read_text())
+    assert data == summary
+    assert data["seed"] == 42 and data["bootstrap"]["samples"] == 1000
+    assert data["segm_ci95"] == {"AP": [27.04, 35.1], "AP50": [55.0, 64.0], "AP75": None}
+    assert "bbox_ci95" not in data and data["datasets"]["val"]["segm_ci95"]["AP"] == [27.04, 35.1]
+    markdown = (tmp_path / "final_metrics.md").read_text()
+    assert (
+        "Seed: 42" in markdown
+        and "| val       | segm   | 27.04-35.10 | 55.00-64.00 | -" in markdown
+    )
+    assert "27.04-35.10" in capsys.readouterr().out
+    page = write_report(tmp_path, num_samples=0).read_text(encoding="utf-8")
+    assert '<td>31.20 <span class="ci">[27.04, 35.10]</span></td>' in page
+    assert "<td>35.00</td>" in page  # bbox: no interval given
+    assert "95% interval, percentile bootstrap over test images, 1000 samples, seed 0" in page
