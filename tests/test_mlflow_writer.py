@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 from detectron2.utils.events import EventStorage, JSONWriter
@@ -20,22 +21,27 @@ from instseg_d2.engine.mlflow_writer import (
 )
 from instseg_d2.utils.errors import ConfigError
 
-mlflow = pytest.importorskip("mlflow", reason="mlflow is the optional [tracking] extra")
-from mlflow.tracking import MlflowClient  # noqa: E402
-
 # MLflow's own use of SQLAlchemy, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
+
+
+def mlflow_client(uri: str):
+    """MLflow's own client (the test is skipped where the optional extra is not installed)."""
+    pytest.importorskip("mlflow", reason="mlflow is the optional [tracking] extra")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     """One SQLite store for the module: creating one (its migrations) takes seconds."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    MlflowClient(tracking_uri=uri).search_experiments()
+    mlflow_client(uri).search_experiments()
     return uri
 
 
-def history_by_key(client: MlflowClient, run_id: str, keys) -> dict[str, list[tuple[int, float]]]:
+def history_by_key(client, run_id: str, keys) -> dict[str, list[tuple[int, float]]]:
     return {
         k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys
     }
@@ -90,7 +96,7 @@ def test_writer_logs_what_json_writer_writes(tmp_path, store):
     expected = metrics_json_by_key(tmp_path / "metrics.json")
     assert {"total_loss", "lr", "segm/AP", "bbox/APs"} <= set(expected)
     run_id = json.loads((tmp_path / RUN_FILE).read_text())["run_id"]
-    client = MlflowClient(tracking_uri=store)
+    client = mlflow_client(store)
     renamed = {"bbox/AP-traffic(light)": "bbox/AP-traffic_light_"}  # MLflow's allowed characters
     logged = history_by_key(client, run_id, [renamed.get(k, k) for k in expected])
     for key, values in expected.items():
@@ -117,7 +123,7 @@ def test_final_results_go_into_the_same_run_and_resume_continues_it(tmp_path, st
     summary = {"iteration": 9, "seed": 3, "segm": {"AP": 31.5, "APs": None},
                "segm_ci95": {"AP": [27.0, 35.0]}, "datasets": {}}  # fmt: skip
     log_final_results(cfg, summary, [tmp_path / "run" / "final_metrics.md"])
-    client = MlflowClient(tracking_uri=cfg.INSTSEG.MLFLOW.TRACKING_URI)
+    client = mlflow_client(cfg.INSTSEG.MLFLOW.TRACKING_URI)
     runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
     assert len(runs) == 1 and runs[0].info.run_id == first.run_id
     metrics = runs[0].data.metrics
@@ -136,6 +142,7 @@ def test_final_results_go_into_the_same_run_and_resume_continues_it(tmp_path, st
 
 
 def test_unusable_tracking_uri_is_a_config_error(tmp_path):
+    pytest.importorskip("mlflow", reason="mlflow is the optional [tracking] extra")
     cfg = get_instseg_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
     cfg.INSTSEG.MLFLOW.TRACKING_URI = "nosuchscheme://x"
@@ -145,3 +152,9 @@ def test_unusable_tracking_uri_is_a_config_error(tmp_path):
 
 def test_default_store_is_an_sqlite_file_in_the_output_folder(tmp_path):
     assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_enabled_without_mlflow_installed_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'instseg_d2\[tracking\]'"):
+        MLflowWriter(get_instseg_cfg())

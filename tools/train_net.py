@@ -99,14 +99,15 @@ def _log_to_mlflow(cfg, summary: dict) -> None:
         log_final_results(cfg, summary, files, plots)
 
 
-def _write_results(cfg, results, weights: str, iteration) -> None:
-    """Final table with intervals (main process), the HTML report and MLflow when enabled."""
+def _write_results(cfg, results, weights: str, iteration, seed: int | None) -> None:
+    """Final table with intervals (main process), the HTML report and MLflow when enabled.
+    ``seed``: the training's SEED (None for ``--eval-only``: the weights' own seed is unknown)."""
     if not comm.is_main_process() or not results:
         return
     intervals = _bootstrap_intervals(cfg)
     method = describe_method(cfg.INSTSEG.BOOTSTRAP.SAMPLES, cfg.INSTSEG.BOOTSTRAP.SEED)
     summary = write_final_metrics(results, cfg.OUTPUT_DIR, cfg.DATASETS.TEST, weights=weights,
-                                  iteration=iteration, seed=cfg.SEED, intervals=intervals,
+                                  iteration=iteration, seed=seed, intervals=intervals,
                                   interval_method=method)  # fmt: skip
     if cfg.INSTSEG.REPORT:
         logger.info(f"Report: {write_report(cfg.OUTPUT_DIR)}")
@@ -122,7 +123,7 @@ def evaluate(cfg, args):
     weights = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() \
         else cfg.MODEL.WEIGHTS  # fmt: skip
     results = Trainer.test(cfg, model)
-    _write_results(cfg, results, weights, extra.get("iteration"))
+    _write_results(cfg, results, weights, extra.get("iteration"), seed=None)
     return results
 
 
@@ -147,7 +148,7 @@ def train(cfg, args):
         raise TrainingDiverged(f"training diverged (NaN/Inf loss). {exc}\n{where}") from None
     results = getattr(trainer, "_last_eval_results", None)
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-    _write_results(cfg, results, final, trainer.iter)
+    _write_results(cfg, results, final, trainer.iter, seed=cfg.SEED)
     return results
 
 

@@ -192,6 +192,8 @@ class MLflowWriter(EventWriter):
         self._window_size = window_size
         self._last_write = -1
         self.run: MLflowRun | None = None
+        # How close() ends the MLflow run; the Trainer sets FAILED when the loss diverged.
+        self.end_status = "FINISHED"
 
     def start(self, resume: bool) -> None:
         if self.run is None:
@@ -218,7 +220,7 @@ class MLflowWriter(EventWriter):
 
     def close(self) -> None:
         if self.run is not None:
-            self.run.end("FINISHED")
+            self.run.end(self.end_status)
 
 
 def log_final_results(

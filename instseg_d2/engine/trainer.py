@@ -239,6 +239,8 @@ class Trainer(DefaultTrainer):
         if self.diverged:
             # Write the metrics so far, but let no hook checkpoint or evaluate the bad state.
             self.storage.iter = self.iter
+            if getattr(self, "_mlflow_writer", None) is not None:
+                self._mlflow_writer.end_status = "FAILED"
             for h in self._hooks:
                 if isinstance(h, hooks.PeriodicWriter):
                     h.after_train()
