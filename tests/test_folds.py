@@ -3,6 +3,8 @@ built-in Penn-Fudan folds, the fold plan and what an interrupted fold folder sti
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -153,3 +155,59 @@ def test_fold_state_and_the_command_that_continues_it(tmp_path):
     ]
     (folder / "final_metrics.json").write_text("{}")
     assert fold_state(folder) == "done"
+
+
+def test_tool_runs_one_fold_per_gpu_and_gives_the_folds_one_mlflow_store(tmp_path, monkeypatch):
+    """tools/cross_validate.py's orchestration with train_net replaced by a stand-in that
+    writes a fold's final_metrics.json: devices, resume of finished folds, the summary."""
+    import threading
+    import time
+
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    import cross_validate
+
+    tests = {f.name: f.test for f in plan_folds(_pennfudan_cfg(), 5)}
+    seen, lock, running = [], threading.Lock(), [0, 0]  # [now, most at once]
+
+    def fake_train_net(command, stdout, stderr, env):
+        fold_dir = Path(command[command.index("--output") + 1])
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+            seen.append((fold_dir.name, env.get("CUDA_VISIBLE_DEVICES"), command))
+        time.sleep(0.2)
+        value = 10.0 + int(fold_dir.name[-1])
+        metrics = {"segm": {"AP": value, "AP50": 2 * value}, "bbox": {"AP": value + 1}}
+        final = {"datasets": {tests[fold_dir.name]: metrics}, **metrics}
+        (fold_dir / "final_metrics.json").write_text(json.dumps(final))
+        with lock:
+            running[0] -= 1
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(cross_validate.subprocess, "run", fake_train_net)
+    monkeypatch.setattr(cross_validate, "visible_gpus", lambda cfg, limit: ["3", "5"])
+    stores = []
+    monkeypatch.setattr(cross_validate, "ensure_experiment", lambda uri, name: stores.append(uri))
+    config = str(REPO_ROOT / "configs/PennFudan/mask_rcnn_R_18_FPN_gn_scratch_cpu.yaml")
+    argv = ["--config-file", config, "--folds", "5", "--output", str(tmp_path / "cv"),
+            "INSTSEG.MLFLOW.ENABLED", "True"]  # fmt: skip
+    assert cross_validate.main(argv) == 0
+    assert sorted(name for name, _, _ in seen) == [f"r0_fold{i}" for i in range(5)]
+    assert {device for _, device, _ in seen} == {"3", "5"} and running[1] == 2
+    assert stores == [f"sqlite:///{(tmp_path / 'cv').resolve()}/mlflow.db"]
+    for name, _, command in seen:
+        assert command[command.index("INSTSEG.MLFLOW.TRACKING_URI") + 1] == stores[0]
+        assert command[command.index("INSTSEG.MLFLOW.RUN_NAME") + 1] == f"cv/{name}"
+    summary = json.loads((tmp_path / "cv" / "cv_summary.json").read_text())
+    assert summary["summary"]["segm"]["AP"]["values"] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    assert summary["summary"]["segm"]["AP"]["mean"] == pytest.approx(12.0)
+    assert "AP75" not in summary["summary"]["segm"]  # in no fold's results
+    seen.clear()
+    assert cross_validate.main(argv) == 0 and seen == []  # every fold done: nothing runs
+
+
+def _pennfudan_cfg():
+    cfg = get_instseg_cfg()
+    cfg.merge_from_list(["DATASETS.TRAIN", "('pennfudan_train',)",
+                         "DATASETS.TEST", "('pennfudan_val',)"])  # fmt: skip
+    return cfg

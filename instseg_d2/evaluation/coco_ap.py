@@ -32,18 +32,34 @@ __all__ = ["AP_METRICS", "ImageMatching", "match_images"]
 AP_METRICS = ("AP", "AP50", "AP75")
 # COCOEvaluator's limits of detections per image (TEST.DETECTIONS_PER_IMAGE does not change them).
 MAX_DETS = [1, 10, 100]
-# Samples accumulated at once: bounds the (samples x detections) arrays to a few hundred MB.
-_ELEMENTS_PER_CHUNK = 4_000_000
 
 
 @dataclass(frozen=True)
 class _CategoryMatches:
-    """One category's detections of the whole test set in ``accumulate()``'s score order."""
+    """One category of the test set, reduced to what precision at the recall thresholds needs.
 
-    image_index: np.ndarray  # (D,) index into ImageMatching.image_ids of each detection
-    true_positive: np.ndarray  # (T, D) bool: matched and not ignored, per IoU threshold
-    false_positive: np.ndarray  # (T, D) bool: unmatched and not ignored
+    Recall only rises at a true positive, and precision only falls between two of them, so
+    accumulate()'s interpolated precision is decided at the true positives alone (ranked by
+    score): at the p-th, by the true and false positives ranked up to it. Those counts are
+    kept per image, so that any weighting of the images gives them as one matrix product.
+    """
+
     positives_per_image: np.ndarray  # (N,) ground truth that is not ignored, per image
+    # Per IoU threshold t, (N, P_t): true positives of image i ranked at or before the p-th
+    # true positive, and false positives of image i ranked before it.
+    true_up_to: list[np.ndarray]
+    false_before: list[np.ndarray]
+
+
+def _counts_per_image(image_index, flags, at, num_images, side) -> np.ndarray:
+    """``(N, len(at))``: detections of each image with ``flags`` set, ranked before ``at``
+    (``side="left"``) or at or before it (``"right"``)."""
+    stride = len(image_index) + 1
+    keys = np.sort(image_index[flags] * stride + np.flatnonzero(flags))
+    first = np.arange(num_images)[:, None] * stride
+    return (
+        np.searchsorted(keys, first + at[None, :], side=side) - np.searchsorted(keys, first)
+    ).astype(float)
 
 
 class ImageMatching:
@@ -61,14 +77,15 @@ class ImageMatching:
         all_area = list(params.areaRngLbl).index("all")
         self._categories: list[_CategoryMatches] = []
         for k in range(len(params.catIds)):
+            # evalImgs is ordered category, area range, image.
             start = (k * num_areas + all_area) * num_images
             per_image = coco_eval.evalImgs[start : start + num_images]
             self._categories.append(self._category(per_image))
 
     def _category(self, per_image: Sequence[dict | None]) -> _CategoryMatches:
-        num_t = len(self.iou_thresholds)
+        num_t, num_images = len(self.iou_thresholds), len(per_image)
         scores, index, matches, ignored = [], [], [], []
-        positives = np.zeros(len(per_image), dtype=np.int64)
+        positives = np.zeros(num_images, dtype=np.int64)
         for i, e in enumerate(per_image):
             if e is None:  # neither ground truth nor detections of this category
                 continue
@@ -79,18 +96,25 @@ class ImageMatching:
             ignored.append(np.asarray(e["dtIgnore"][:, : self._max_det]).reshape(num_t, d))
             positives[i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
         if not scores:
-            empty = np.zeros((num_t, 0), dtype=bool)
-            return _CategoryMatches(np.zeros(0, np.int64), empty, empty, positives)
+            none = [np.zeros((num_images, 0))] * num_t
+            return _CategoryMatches(positives, none, none)
         # accumulate(): images in imgIds order, then one stable sort by descending score.
         order = np.argsort(-np.concatenate(scores), kind="mergesort")
+        image_index = np.concatenate(index)[order]
         dtm = np.concatenate(matches, axis=1)[:, order]
         dt_ignored = np.concatenate(ignored, axis=1)[:, order]
-        return _CategoryMatches(
-            image_index=np.concatenate(index)[order],
-            true_positive=np.logical_and(dtm, np.logical_not(dt_ignored)),
-            false_positive=np.logical_and(np.logical_not(dtm), np.logical_not(dt_ignored)),
-            positives_per_image=positives,
-        )
+        true_positive = np.logical_and(dtm, np.logical_not(dt_ignored))
+        false_positive = np.logical_and(np.logical_not(dtm), np.logical_not(dt_ignored))
+        true_up_to, false_before = [], []
+        for t in range(num_t):
+            at = np.flatnonzero(true_positive[t])
+            true_up_to.append(
+                _counts_per_image(image_index, true_positive[t], at, num_images, "right")
+            )
+            false_before.append(
+                _counts_per_image(image_index, false_positive[t], at, num_images, "left")
+            )
+        return _CategoryMatches(positives, true_up_to, false_before)
 
     def average_precision(self, counts: np.ndarray) -> dict[str, np.ndarray]:
         """``{"AP", "AP50", "AP75"}`` in percent (COCOEvaluator's scale), one value per row of
@@ -101,10 +125,7 @@ class ImageMatching:
             raise ValueError(
                 f"counts must have shape (samples, {len(self.image_ids)}), got {counts.shape}"
             )
-        num_dets = max([len(c.image_index) for c in self._categories] + [1])
-        chunk = max(1, _ELEMENTS_PER_CHUNK // (num_dets * len(self.iou_thresholds)))
-        parts = [self._precision(counts[s : s + chunk]) for s in range(0, len(counts), chunk)]
-        precision = np.concatenate(parts)  # (B, T, R, K), -1 where a category has no positives
+        precision = self._precision(counts)  # (B, T, R, K), -1 where a category has no positives
         t50 = np.where(self.iou_thresholds == 0.5)[0]
         t75 = np.where(self.iou_thresholds == 0.75)[0]
         return {
@@ -116,24 +137,24 @@ class ImageMatching:
     def _precision(self, counts: np.ndarray) -> np.ndarray:
         num_t, num_r = len(self.iou_thresholds), len(self.recall_thresholds)
         out = -np.ones((len(counts), num_t, num_r, len(self._categories)))
+        weights = counts.astype(float)  # integer counts: the products below are exact
         for k, cat in enumerate(self._categories):
             positives = counts @ cat.positives_per_image  # (B,)
             valid = positives > 0
             if not valid.any():
                 continue
-            weights = counts[valid][:, cat.image_index]  # (B', D): copies of each detection
             for t in range(num_t):
                 out[valid, t, :, k] = self._interpolated_precision(
-                    np.cumsum(weights * cat.true_positive[t], axis=1),
-                    np.cumsum(weights * cat.false_positive[t], axis=1),
+                    weights[valid] @ cat.true_up_to[t],
+                    weights[valid] @ cat.false_before[t],
                     positives[valid],
                 )
         return out
 
     def _interpolated_precision(self, tp: np.ndarray, fp: np.ndarray, positives: np.ndarray):
-        """accumulate()'s ``q`` for each row: precision at the 101 recall thresholds."""
-        tp, fp = tp.astype(float), fp.astype(float)
-        num_b, num_d = tp.shape
+        """accumulate()'s ``q`` for each row: precision at the 101 recall thresholds, from the
+        cumulative counts at the true positives (``(samples, P)``)."""
+        num_b, num_p = tp.shape
         recall = tp / positives[:, None]
         precision = tp / (fp + tp + np.spacing(1))
         # accumulate() makes precision non-increasing from the right: a running max.
@@ -142,7 +163,7 @@ class ImageMatching:
         # each recall counts for every threshold above it (exact float comparisons).
         num_r = len(self.recall_thresholds)
         first_above = np.searchsorted(self.recall_thresholds, recall.ravel(), side="right")
-        rows = np.repeat(np.arange(num_b), num_d)
+        rows = np.repeat(np.arange(num_b), num_p)
         histogram = np.bincount(rows * (num_r + 1) + first_above, minlength=num_b * (num_r + 1))
         index = np.cumsum(histogram.reshape(num_b, num_r + 1), axis=1)[:, :num_r]
         # A threshold above the last recall has precision 0 (accumulate()'s IndexError).
