@@ -151,15 +151,6 @@ def _cell(value, interval) -> str:
     return text
 
 
-def _interval_note(method) -> str:
-    if not isinstance(method, dict):
-        return ""
-    return _note(
-        f"[low, high]: {method.get('confidence', 0.95):.0%} interval, {method.get('method')}, "
-        f"{method.get('samples')} samples, seed {method.get('seed')}."
-    )
-
-
 def metrics_table_html(metrics: dict) -> str:
     """The metrics as a (dataset) task x metric table, the other facts as a second table."""
     rows, info = metrics_table_rows(metrics)
@@ -178,8 +169,11 @@ def metrics_table_html(metrics: dict) -> str:
             for name, row in rows.items()
         )
         parts.append(f'<table id="final-metrics"><tr><th>task</th>{head}</tr>{body}</table>')
-        if intervals:
-            parts.append(_interval_note(metrics.get("bootstrap")))
+        method = metrics.get("bootstrap")
+        if intervals and isinstance(method, dict):
+            parts.append(_note(f"[low, high]: {method.get('confidence', 0.95):.0%} interval, "
+                               f"{method.get('method')}, {method.get('samples')} samples, "
+                               f"seed {method.get('seed')}."))  # fmt: skip
     if info:
         body = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{_format_value(v)}</td></tr>"
