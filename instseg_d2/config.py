@@ -136,6 +136,44 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # model_final.pth and model_best.pth are never deleted.
     cfg.INSTSEG.KEEP_CHECKPOINTS = 2
 
+    # A 95% interval for the final AP/AP50/AP75 (final_metrics.json/.md, the report): the test
+    # images are resampled with replacement and COCO AP recomputed on each sample from
+    # pycocotools' per-image matching (instseg_d2.evaluation.bootstrap). On 50 images one
+    # evaluation says little; the interval says how little.
+    cfg.INSTSEG.BOOTSTRAP = type(cfg)()
+    # Number of resamples; 0 turns the interval off. More samples only steady the interval's
+    # ends (Monte Carlo error), they do not narrow it.
+    cfg.INSTSEG.BOOTSTRAP.SAMPLES = 1000
+    # Seed of the resampling, separate from SEED so that the interval of one set of predictions
+    # is the same number every time it is computed.
+    cfg.INSTSEG.BOOTSTRAP.SEED = 0
+
+    # One fold of a pooled k-fold split, set by tools/cross_validate.py when the training set has
+    # no built-in folds (a user's dataset). Every process that loads the config (train_net's
+    # workers, infer, the report) registers the fold's datasets from these keys
+    # (instseg_d2.data.folds), so a fold's config.yaml works on its own.
+    cfg.INSTSEG.CROSS_VALIDATION = type(cfg)()
+    # Registered datasets whose images are pooled and split; () means no pooled fold.
+    cfg.INSTSEG.CROSS_VALIDATION.POOL = ()
+    cfg.INSTSEG.CROSS_VALIDATION.NUM_FOLDS = 0
+    # The fold tested on (0-based); the other folds are trained on.
+    cfg.INSTSEG.CROSS_VALIDATION.FOLD = 0
+    # Seed of the fold assignment: repeats of a cross-validation use other assignments.
+    cfg.INSTSEG.CROSS_VALIDATION.SEED = 0
+
+    # Experiment tracking with MLflow (pip install 'instseg_d2[tracking]'): the config as params,
+    # every scalar of metrics.json, the final metrics, the report and plots as artifacts.
+    # TensorBoard and metrics.json are written either way.
+    cfg.INSTSEG.MLFLOW = type(cfg)()
+    cfg.INSTSEG.MLFLOW.ENABLED = False
+    # Empty: an SQLite store in OUTPUT_DIR (mlflow.db, artifacts in mlflow_artifacts/), which
+    # `mlflow ui --backend-store-uri sqlite:///OUTPUT_DIR/mlflow.db` browses; or any MLflow
+    # tracking URI (http://host:5000, sqlite:///path/to/mlflow.db, databricks).
+    cfg.INSTSEG.MLFLOW.TRACKING_URI = ""
+    cfg.INSTSEG.MLFLOW.EXPERIMENT_NAME = "instseg_d2"
+    # Empty: the name of OUTPUT_DIR's folder.
+    cfg.INSTSEG.MLFLOW.RUN_NAME = ""
+
 
 def get_instseg_cfg() -> CfgNode:
     """Detectron2's defaults plus ours, as a CfgNode that understands ``model_zoo://`` bases."""

@@ -19,6 +19,7 @@ from ..checkpoint import WeightsUnavailableError, find_run_weights
 from ..config import load_config
 from ..data.catalog import check_dataset_names
 from ..data.datasets.register_dataset_file import apply_dataset_file, register_dataset_file
+from ..data.folds import register_config_folds
 from ..utils.errors import ConfigError
 from .schedule import apply_epoch_schedule
 
@@ -65,6 +66,7 @@ def setup_config(
         cfg.OUTPUT_DIR = os.fspath(output_dir)
     notes = fall_back_to_cpu(cfg)
     notes += apply_dataset_file(cfg, write_records=training)
+    register_config_folds(cfg)  # a cross-validation fold of a pooled dataset, if the config is one
     if check_datasets:
         if not len(cfg.DATASETS.TRAIN):
             raise ConfigError(

@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("bbox", "segm")
 COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# The metrics that get an interval, and the suffix of their entries (``segm_ci95``).
+INTERVAL_COLUMNS = ("AP", "AP50", "AP75")
+CI_SUFFIX = "_ci95"
 
 
 def per_dataset(results: Mapping, test_sets: list[str] | tuple[str, ...]) -> dict[str, dict]:
@@ -80,6 +83,32 @@ def format_per_class_table(per_class: Mapping[str, Mapping], fmt: str = "github"
                     tablefmt=fmt, floatfmt=".2f", missingval="-")  # fmt: skip
 
 
+def format_interval_table(
+    intervals: Mapping[str, Mapping[str, Mapping]], method: Mapping | None = None
+) -> str:
+    """``intervals`` as a markdown table of ``low-high`` cells, with a line saying what they are
+    (empty string without intervals)."""
+    rows = [
+        [name, task, *(_interval_text(metrics.get(c)) for c in INTERVAL_COLUMNS)]
+        for name, tasks in intervals.items()
+        for task, metrics in tasks.items()
+    ]
+    if not rows:
+        return ""
+    how = ""
+    if method:
+        how = (
+            f" ({method.get('method')}, {method.get('samples')} samples, seed {method.get('seed')})"
+        )
+    headers = ["dataset", "task", *INTERVAL_COLUMNS]
+    table = tabulate(rows, headers=headers, tablefmt="github", missingval="-")
+    return f"\n95% intervals{how}:\n\n{table}\n"
+
+
+def _interval_text(interval) -> str | None:
+    return None if interval is None else f"{interval[0]:.2f}-{interval[1]:.2f}"
+
+
 def write_final_metrics(
     results: Mapping,
     output_dir: str,
@@ -87,31 +116,43 @@ def write_final_metrics(
     *,
     weights: str = "",
     iteration: int | None = None,
+    seed: int | None = None,
+    intervals: Mapping[str, Mapping[str, Mapping]] | None = None,
+    interval_method: Mapping | None = None,
 ) -> dict:
     """Print the table and write ``final_metrics.json`` and ``final_metrics.md``; returns the JSON.
 
-    JSON layout: ``{"weights", "iteration", "datasets": {name: {"bbox": {...}, "segm": {...}}},
-    "per_class": {name: {class: {"bbox": AP, "segm": AP}}}, "bbox": {...}, "segm": {...}}`` where
-    the top-level ``bbox``/``segm`` are those of the first test set (the common single-test-set
-    case); NaN values (no object of that size) are null. The markdown adds a table of AP per
-    class when a test set has several classes.
+    JSON layout: ``{"weights", "iteration", "seed", "datasets": {name: {"bbox": {...},
+    "segm": {...}, "bbox_ci95": {...}, "segm_ci95": {...}}}, "bbox": {...}, "segm": {...},
+    "bbox_ci95": ..., "bootstrap": {...}}`` where the top-level ``bbox``/``segm`` (and their
+    intervals) are those of the first test set (the common single-test-set case); NaN values (no
+    object of that size) are null. ``intervals`` (``{dataset: {task: {metric: (low, high)}}}``,
+    see :mod:`instseg_d2.evaluation.bootstrap`) become the ``<task>_ci95`` entries and
+    ``interval_method`` says how they were made (``bootstrap``). ``per_class``
+    (``{name: {class: {"bbox": AP, "segm": AP}}}``) holds COCOEvaluator's AP per class; the
+    markdown adds a table of it when a test set has several classes.
     """
     datasets = per_dataset(results, test_sets)
+    intervals = intervals or {}
     table = format_table(datasets)
     # COCO gives NaN where a size range has no object (APs on PennFudan): null in strict JSON.
     datasets = {
         name: {task: {k: _finite_or_none(v) for k, v in m.items()} for task, m in tasks.items()}
         for name, tasks in datasets.items()
     }
+    for name, tasks in intervals.items():
+        for task, metrics in tasks.items():
+            if name in datasets:
+                datasets[name][f"{task}{CI_SUFFIX}"] = {
+                    k: None if v is None else [float(v[0]), float(v[1])] for k, v in metrics.items()
+                }
     first = datasets[test_sets[0]] if test_sets and test_sets[0] in datasets else {}
     per_class = per_class_ap(datasets)
-    summary = {
-        "weights": weights,
-        "iteration": iteration,
-        "datasets": datasets,
-        "per_class": per_class,
-        **first,
-    }
+    summary = {"weights": weights, "iteration": iteration, "seed": seed, "datasets": datasets,
+               "per_class": per_class, **first}  # fmt: skip
+    if intervals and interval_method:
+        summary["bootstrap"] = dict(interval_method)
+    table += format_interval_table(intervals, interval_method)
     class_table = format_per_class_table(per_class)
     if class_table:
         table += "\n\nAP per class:\n\n" + class_table
@@ -123,6 +164,7 @@ def write_final_metrics(
         json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n",
     )
     where = f"`{weights}`" + (f", iteration {iteration}" if iteration is not None else "")
-    markdown = f"# Final COCO metrics\n\nWeights: {where}\n\n{table}\n"
+    seed_line = f"\n\nSeed: {seed}" if seed is not None else ""
+    markdown = f"# Final COCO metrics\n\nWeights: {where}{seed_line}\n\n{table}\n"
     atomic_write(os.path.join(output_dir, "final_metrics.md"), markdown)
     return summary

@@ -15,7 +15,10 @@ What differs from ``DefaultTrainer`` and why:
 * ``build_hooks``: validation loss, best checkpoint on ``INSTSEG.BEST_METRIC`` and optional
   early stopping, inserted after ``EvalHook`` and before the ``PeriodicWriter`` so their
   scalars are written in the same ``metrics.json`` line as the evaluation.
-* ``resume_or_load``: trims ``metrics.json`` to the resumed iteration (one history).
+* ``build_writers``: adds :class:`~instseg_d2.engine.mlflow_writer.MLflowWriter` when
+  ``INSTSEG.MLFLOW.ENABLED``.
+* ``resume_or_load``: trims ``metrics.json`` to the resumed iteration (one history), and a
+  resumed run continues its MLflow run.
 * ``run_step``: under bf16 autocast on CPU when ``INSTSEG.CPU_BF16`` (if the CPU has native
   bf16; the optimizer step keeps fp32 weights).
 * ``run_step``/``after_train``: a NaN/Inf loss (Detectron2's ``FloatingPointError``) marks the
@@ -51,6 +54,7 @@ from ..utils.errors import UserError
 from .evaluation import build_coco_evaluator
 from .hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer, ValidationLoss
 from .metrics_file import trim_metrics_history
+from .mlflow_writer import MLflowWriter
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +209,21 @@ class Trainer(DefaultTrainer):
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.INSTSEG.LOG_PERIOD))
         return ret
 
+    def build_writers(self):
+        """Detectron2's writers (console, metrics.json, TensorBoard), plus MLflow when
+        ``INSTSEG.MLFLOW.ENABLED``."""
+        writers = super().build_writers()
+        if self.cfg.INSTSEG.MLFLOW.ENABLED:
+            self._mlflow_writer = MLflowWriter(self.cfg)
+            writers.append(self._mlflow_writer)
+        return writers
+
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
+        mlflow_writer = getattr(self, "_mlflow_writer", None)
+        if mlflow_writer is not None:
+            # A run resumed from a checkpoint continues its MLflow run; otherwise a new one.
+            mlflow_writer.start(resume=self.start_iter > 0)
         if comm.is_main_process():
             metrics_file = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
             removed = trim_metrics_history(metrics_file, self.start_iter - 1)
@@ -245,6 +262,8 @@ class Trainer(DefaultTrainer):
         if self.diverged:
             # Write the metrics so far, but let no hook checkpoint or evaluate the bad state.
             self.storage.iter = self.iter
+            if getattr(self, "_mlflow_writer", None) is not None:
+                self._mlflow_writer.end_status = "FAILED"
             for h in self._hooks:
                 if isinstance(h, hooks.PeriodicWriter):
                     h.after_train()

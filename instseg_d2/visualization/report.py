@@ -20,7 +20,7 @@ from ..checkpoint import find_run_weights
 from ..data.catalog import get_dataset_dicts
 from ..data.errors import DatasetError
 from ..engine.defaults import setup_inference_config
-from ..engine.final_metrics import PER_CLASS_PREFIX
+from ..engine.final_metrics import CI_SUFFIX, PER_CLASS_PREFIX
 from ..engine.metrics_file import METRICS_FILE, MetricsFileError, load_metrics_records
 from ..engine.predictor import BatchPredictor
 from ..utils.atomic import atomic_write
@@ -54,6 +54,7 @@ img { max-width: 100%; border: 1px solid #ddd; }
 figure { margin: 0 0 1.5em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
 .note { color: #777; font-style: italic; }
+.ci { color: #777; font-size: 0.85em; }
 """
 
 
@@ -160,20 +161,45 @@ def _format_value(value) -> str:
     return html.escape(str(value))
 
 
+def _split_intervals(rows: dict[str, dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Rows without the ``<task>_ci95`` rows of final_metrics.json, and those intervals keyed
+    by the row they belong to (``"pennfudan_val segm_ci95"`` -> ``"pennfudan_val segm"``)."""
+    intervals = {n[: -len(CI_SUFFIX)]: r for n, r in rows.items() if n.endswith(CI_SUFFIX)}
+    return {n: r for n, r in rows.items() if not n.endswith(CI_SUFFIX)}, intervals
+
+
+def _cell(value, interval) -> str:
+    """A metric, followed by its 95% interval when there is one."""
+    text = _format_value(value)
+    if isinstance(interval, list | tuple) and len(interval) == 2:
+        low, high = (_format_value(float(v)) for v in interval)
+        text += f' <span class="ci">[{low}, {high}]</span>'
+    return text
+
+
 def metrics_table_html(metrics: dict) -> str:
     """The metrics as a (dataset) task x metric table, the other facts as a second table."""
     rows, info = metrics_table_rows(metrics)
+    rows, intervals = _split_intervals(rows)
     parts = []
     if rows:
         columns = list(dict.fromkeys(m for row in rows.values() for m in row))
         head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
         body = "".join(
             f"<tr><td>{html.escape(name)}</td>"
-            + "".join(f"<td>{_format_value(row[c]) if c in row else ''}</td>" for c in columns)
+            + "".join(
+                f"<td>{_cell(row[c], intervals.get(name, {}).get(c)) if c in row else ''}</td>"
+                for c in columns
+            )
             + "</tr>"
             for name, row in rows.items()
         )
         parts.append(f'<table id="final-metrics"><tr><th>task</th>{head}</tr>{body}</table>')
+        method = metrics.get("bootstrap")
+        if intervals and isinstance(method, dict):
+            parts.append(_note(f"[low, high]: {method.get('confidence', 0.95):.0%} interval, "
+                               f"{method.get('method')}, {method.get('samples')} samples, "
+                               f"seed {method.get('seed')}."))  # fmt: skip
     if info:
         body = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{_format_value(v)}</td></tr>"

@@ -160,6 +160,11 @@ def register_pennfudan(root: str | os.PathLike, num_folds: int = NUM_FOLDS) -> N
     Registration only stores a loader; nothing is read until ``DatasetCatalog.get``.
     """
     dataset_dir = Path(root) / PENNFUDAN_DIR
+    # The k folds split the images of train + val: tools/cross_validate.py uses them for a config
+    # that pools exactly these two sets (instseg_d2.data.folds.builtin_folds).
+    folds = [(f"pennfudan_fold{i}of{num_folds}_train", f"pennfudan_fold{i}of{num_folds}_val")
+             for i in range(num_folds)]  # fmt: skip
+    cv_pool = ("pennfudan_train", "pennfudan_val")
     for name, stems in pennfudan_splits(num_folds).items():
         DatasetCatalog.register(
             name, lambda stems=tuple(stems): load_pennfudan_dicts(dataset_dir, stems)
@@ -167,3 +172,5 @@ def register_pennfudan(root: str | os.PathLike, num_folds: int = NUM_FOLDS) -> N
         MetadataCatalog.get(name).set(
             **PENNFUDAN_METADATA, dataset_root=str(dataset_dir), num_images=len(stems)
         )
+        if name in cv_pool:
+            MetadataCatalog.get(name).set(cv_folds={num_folds: folds}, cv_pool=cv_pool)
