@@ -119,6 +119,20 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # of a pasted object is no object a detector could find).
     cfg.INSTSEG.COPY_PASTE.MIN_VISIBLE = 0.1
 
+    # Exponential moving average of the weights (instseg_d2.engine.ema), updated after every
+    # step. Evaluation, validation loss, TTA and every checkpoint's "model" use the averaged
+    # weights; the training weights are kept in the checkpoint's "ema" entry so that --resume
+    # continues both. (--resume of an EMA run with EMA off continues from the averaged weights.)
+    cfg.INSTSEG.EMA = type(cfg)()
+    cfg.INSTSEG.EMA.ENABLED = False
+    # The average forgets at this rate per step once warmed up: it spans ~1/(1 - DECAY) steps,
+    # which should stay well under SOLVER.MAX_ITER.
+    cfg.INSTSEG.EMA.DECAY = 0.998
+    # Warm-up of the decay as in YOLOv5's ModelEMA / MMDetection's ExpMomentumEMA: after n
+    # updates the decay is DECAY * (1 - exp(-n / WARMUP_ITERS)), so the random or pretrained
+    # start is forgotten quickly. 0 uses DECAY from the first update.
+    cfg.INSTSEG.EMA.WARMUP_ITERS = 50
+
 
 def get_instseg_cfg() -> CfgNode:
     """Detectron2's defaults plus ours, as a CfgNode that understands ``model_zoo://`` bases."""
