@@ -8,7 +8,9 @@
 
 Without a GPU the run goes to the CPU (``MODEL.DEVICE cpu``, AMP off). Writes into OUTPUT_DIR
 (``--output``): metrics.json, TensorBoard events, config.yaml, model_final.pth, model_best.pth,
-last_checkpoint, final_metrics.json/.md and (``INSTSEG.REPORT``) report.html.
+last_checkpoint, final_metrics.json/.md and (``INSTSEG.REPORT``) report.html. With
+``TEST.AUG.ENABLED True`` the final evaluation is also run with test-time augmentation (rows
+``<dataset>_TTA`` in final_metrics).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from instseg_d2.checkpoint import AtomicCheckpointer, resolve_weights  # noqa: E
 from instseg_d2.engine.defaults import setup_config  # noqa: E402
 from instseg_d2.engine.final_metrics import write_final_metrics  # noqa: E402
 from instseg_d2.engine.trainer import Trainer  # noqa: E402
+from instseg_d2.engine.tta import with_tta_results  # noqa: E402
 from instseg_d2.utils.errors import UserError  # noqa: E402
 from instseg_d2.visualization.report import write_report  # noqa: E402
 
@@ -59,11 +62,14 @@ def setup(args):
     return cfg
 
 
-def _write_results(cfg, results, weights: str, iteration) -> None:
+def _write_results(cfg, results, weights: str, iteration, tta_results=None) -> None:
     """Final table (main process), then the HTML report when enabled."""
     if not comm.is_main_process() or not results:
         return
-    write_final_metrics(results, cfg.OUTPUT_DIR, cfg.DATASETS.TEST, weights=weights,
+    test_sets = cfg.DATASETS.TEST
+    if tta_results:
+        results, test_sets = with_tta_results(results, tta_results, test_sets)
+    write_final_metrics(results, cfg.OUTPUT_DIR, test_sets, weights=weights,
                         iteration=iteration)  # fmt: skip
     if cfg.INSTSEG.REPORT:
         logger.info(f"Report: {write_report(cfg.OUTPUT_DIR)}")
@@ -77,7 +83,8 @@ def evaluate(cfg, args):
     weights = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() \
         else cfg.MODEL.WEIGHTS  # fmt: skip
     results = Trainer.test(cfg, model)
-    _write_results(cfg, results, weights, extra.get("iteration"))
+    tta_results = Trainer.test_with_TTA(cfg, model) if cfg.TEST.AUG.ENABLED else None
+    _write_results(cfg, results, weights, extra.get("iteration"), tta_results)
     return results
 
 
@@ -102,7 +109,7 @@ def train(cfg, args):
         raise TrainingDiverged(f"training diverged (NaN/Inf loss). {exc}\n{where}") from None
     results = getattr(trainer, "_last_eval_results", None)
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-    _write_results(cfg, results, final, trainer.iter)
+    _write_results(cfg, results, final, trainer.iter, getattr(trainer, "_last_tta_results", None))
     return results
 
 
