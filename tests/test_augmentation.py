@@ -7,7 +7,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import transforms as T
-from detectron2.structures import BitMasks, BoxMode
+from detectron2.structures import BitMasks, BoxMode, polygons_to_bitmask
 from detectron2.utils.env import seed_all_rng
 from PIL import Image
 
@@ -23,16 +23,18 @@ BOXES = [(2, 2, 30, 40), (36, 10, 62, 46)]  # x0, y0, x1, y1
 
 @pytest.fixture
 def record(tmp_path):
-    def make(mask_format: str) -> dict:
+    def make(mask_format: str, shape: str = "rectangle") -> dict:
+        """Two objects in BOXES, rectangles or right triangles (whose box shrinks in a crop)."""
         path = tmp_path / "image.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (H, W, 3), np.uint8)).save(path)
         annotations = []
         for x0, y0, x1, y1 in BOXES:
+            corners = [x0, y0, x1, y0, x1, y1, x0, y1]
+            polygon = corners if shape == "rectangle" else corners[:6]
             if mask_format == "polygon":
-                segmentation = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+                segmentation = [polygon]
             else:
-                mask = np.zeros((H, W), dtype=np.uint8)
-                mask[y0:y1, x0:x1] = 1
+                mask = polygons_to_bitmask([polygon], H, W).astype(np.uint8)
                 segmentation = mask_util.encode(np.asfortranarray(mask))
             annotations.append({"bbox": [x0, y0, x1, y1], "bbox_mode": BoxMode.XYXY_ABS,
                                 "category_id": 0, "segmentation": segmentation, "iscrowd": 0})  # fmt: skip
@@ -73,7 +75,7 @@ def test_lsj_scaled_down_pads_without_growing_the_masks(record, mask_format):
     assert masks.shape == (2, 64, 64)
     assert not masks[:, 24:, :].any() and not masks[:, :, 32:].any(), "padding became foreground"
     boxes = out["instances"].gt_boxes.tensor
-    assert torch.equal(boxes, BitMasks(masks).get_bounding_boxes().tensor)
+    assert torch.equal(boxes, out["instances"].gt_masks.get_bounding_boxes().tensor)
     assert boxes.tolist() == [[1, 1, 15, 20], [18, 5, 31, 23]]
 
 
@@ -84,12 +86,14 @@ def test_lsj_scaled_up_crops_and_boxes_follow_the_masks(record, mask_format):
     seen_cut = False
     for seed in range(8):
         seed_all_rng(seed)
-        out = mapper(record(mask_format))
+        out = mapper(record(mask_format, shape="triangle"))
         assert tuple(out["image"].shape) == (3, 64, 64)
         instances = out["instances"]
-        masks = _masks(instances)
-        assert torch.equal(instances.gt_boxes.tensor, BitMasks(masks).get_bounding_boxes().tensor)
-        assert masks.flatten(1).any(1).all(), "empty instances are dropped"
+        # The extent of what is left of each mask (polygons: of their corners), not the clipped
+        # box, which a crop leaves too large for a triangle.
+        boxes = instances.gt_masks.get_bounding_boxes().tensor
+        assert torch.equal(instances.gt_boxes.tensor, boxes)
+        assert _masks(instances).flatten(1).any(1).all(), "empty instances are dropped"
         # A box that touches the window's edge while its object went on is cut by the crop.
         seen_cut |= bool((instances.gt_boxes.tensor[:, 2:] == 64).any())
     assert seen_cut

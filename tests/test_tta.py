@@ -15,7 +15,7 @@ from viz_tiny_model import FAST_TEST_OPTS, run_dir
 from instseg_d2.data.image_io import read_image
 from instseg_d2.engine.defaults import setup_inference_config
 from instseg_d2.engine.predictor import BatchPredictor
-from instseg_d2.engine.tta import TTAPredictor, with_tta_results
+from instseg_d2.engine.tta import RCNNWithTTA, TTAPredictor, build_tta_model, with_tta_results
 from instseg_d2.utils.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,10 +80,29 @@ def test_tta_with_scales_and_flip_changes_the_predictions(tiny_run, images):
 
 
 @pytest.mark.slow  # bf16 is emulated, slowly, on CPUs without AVX512-BF16
-def test_tta_under_bf16_returns_fp32_predictions(tiny_run, images):
-    out = TTAPredictor(_cfg(tiny_run, *ONE_SCALE), bf16=True)(images[:1])[0]["instances"]
-    assert len(out) > 0
+def test_tta_under_bf16_returns_fp32_predictions(tiny_run, images, monkeypatch):
+    cfg = _cfg(tiny_run, *ONE_SCALE)
+    out = TTAPredictor(cfg, bf16=True)(images[:1])[0]["instances"]
+    assert len(out) > 0 and out.scores.dtype == torch.float32
+    # A model whose output layers were not kept in fp32 (BatchPredictor does that for bf16)
+    # gives bf16 mask probabilities under autocast: they are averaged and pasted in fp32.
+    model = BatchPredictor(cfg, optimize=False).model
+    averaged = []
+    reduce_pred_masks = RCNNWithTTA._reduce_pred_masks
+
+    def spy(self, outputs, tfms):
+        averaged.extend(o.pred_masks.dtype for o in outputs)
+        return reduce_pred_masks(self, outputs, tfms)
+
+    monkeypatch.setattr(RCNNWithTTA, "_reduce_pred_masks", spy)
+    image = images[0]
+    inputs = [{"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+               "height": image.shape[0], "width": image.shape[1]}]  # fmt: skip
+    with torch.inference_mode():
+        out = build_tta_model(cfg, model, autocast=True)(inputs)[0]["instances"]
+    assert len(out) > 0 and out.pred_masks.shape[1:] == image.shape[:2]
     assert out.scores.dtype == out.pred_boxes.tensor.dtype == torch.float32
+    assert averaged and set(averaged) == {torch.float32}
 
 
 def test_tta_sizes_are_checked(tiny_run):
@@ -115,3 +134,30 @@ def test_tta_results_become_extra_rows_of_the_final_table():
     several = {"a": {"bbox": ap}, "b": {"bbox": ap}}
     merged, names = with_tta_results(several, {"b_TTA": {"bbox": {"AP": 3.0}}}, ["a", "b"])
     assert names == ["a", "b", "b_TTA"] and merged["b_TTA"] == {"bbox": {"AP": 3.0}}
+
+
+def test_evaluation_with_one_scale_tta_gives_the_plain_predictions(tiny_run, tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from instseg_d2.engine.trainer import Trainer
+
+    cfg = _cfg(tiny_run, *ONE_SCALE).clone()
+    cfg.defrost()
+    cfg.DATASETS.TEST = ("pennfudan_val_mini",)
+    cfg.OUTPUT_DIR = str(tmp_path)
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    plain = Trainer.test(cfg, model)
+    tta = Trainer.test_with_TTA(cfg, model)
+    assert set(tta) == {"bbox_TTA", "segm_TTA"}  # Detectron2's names for one test set
+    assert tta["bbox_TTA"]["AP"] == pytest.approx(plain["bbox"]["AP"], abs=1e-6)
+
+    def detections(folder: str) -> list[dict]:
+        path = tmp_path / folder / "pennfudan_val_mini" / "coco_instances_results.json"
+        return sorted(json.loads(path.read_text()), key=lambda r: (r["image_id"], -r["score"]))
+
+    plain, tta = detections("inference"), detections("inference_TTA")
+    assert len(plain) == len(tta) > 0
+    for p, t in zip(plain, tta, strict=True):
+        assert p["image_id"] == t["image_id"] and p["score"] == pytest.approx(t["score"], abs=1e-5)
+        np.testing.assert_allclose(p["bbox"], t["bbox"], atol=1e-2)
