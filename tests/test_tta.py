@@ -136,6 +136,7 @@ def test_tta_results_become_extra_rows_of_the_final_table():
     assert names == ["a", "b", "b_TTA"] and merged["b_TTA"] == {"bbox": {"AP": 3.0}}
 
 
+@pytest.mark.slow  # two COCO evaluations of 5 images
 def test_evaluation_with_one_scale_tta_gives_the_plain_predictions(tiny_run, tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
 

@@ -240,6 +240,7 @@ class CopyPaste:
         if not pasted_masks:
             return image, annotations, False
 
+        # Crowd regions are left out: the mapper drops them from training anyway.
         target = [a for a in annotations if not a.get("iscrowd", 0)]
         for i, annotation in enumerate(target):
             if not annotation.get("segmentation"):
