@@ -174,6 +174,64 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # Empty: the name of OUTPUT_DIR's folder.
     cfg.INSTSEG.MLFLOW.RUN_NAME = ""
 
+    # Training augmentation beyond Detectron2's resize + flip (instseg_d2.data.augmentation).
+    cfg.INSTSEG.AUG = type(cfg)()
+    # Large-scale jitter (the recipe Simple Copy-Paste was published with; Detectron2's
+    # new_baselines *_LSJ.py): resize to a random MIN_SCALE..MAX_SCALE of a SIZE x SIZE square
+    # (aspect ratio kept), then crop or pad to SIZE x SIZE. Replaces INPUT.MIN_SIZE_TRAIN's resize;
+    # the boxes of cropped instances are recomputed from their masks. Test-time resizing is
+    # unchanged (INPUT.MIN_SIZE_TEST).
+    cfg.INSTSEG.AUG.LSJ = type(cfg)()
+    cfg.INSTSEG.AUG.LSJ.ENABLED = False
+    cfg.INSTSEG.AUG.LSJ.MIN_SCALE = 0.1
+    cfg.INSTSEG.AUG.LSJ.MAX_SCALE = 2.0
+    # 0: the largest INPUT.MIN_SIZE_TRAIN, so that turning LSJ on keeps a config's image scale.
+    cfg.INSTSEG.AUG.LSJ.SIZE = 0
+    # Photometric jitter from Detectron2's transforms, each intensity drawn uniformly per image:
+    # RandomBrightness, RandomContrast, RandomSaturation (ranges around 1 = unchanged) and
+    # AlexNet's PCA RandomLighting. Applied after the geometric augmentations.
+    cfg.INSTSEG.AUG.PHOTOMETRIC = type(cfg)()
+    cfg.INSTSEG.AUG.PHOTOMETRIC.ENABLED = False
+    cfg.INSTSEG.AUG.PHOTOMETRIC.BRIGHTNESS = (0.8, 1.2)
+    cfg.INSTSEG.AUG.PHOTOMETRIC.CONTRAST = (0.8, 1.2)
+    cfg.INSTSEG.AUG.PHOTOMETRIC.SATURATION = (0.8, 1.2)
+    # Standard deviation of the PCA weights on the [0, 1] colour scale (AlexNet: 0.1); 0 is off.
+    cfg.INSTSEG.AUG.PHOTOMETRIC.LIGHTING = 0.1
+
+    # Simple Copy-Paste (Ghiasi et al., CVPR 2021): objects of another training image, cut out
+    # along their masks, pasted onto the image before the other augmentations; the objects they
+    # cover lose those pixels, and their boxes follow their masks. Needs MODEL.MASK_ON; training
+    # masks then become bitmaps whatever INPUT.MASK_FORMAT says.
+    cfg.INSTSEG.COPY_PASTE = type(cfg)()
+    cfg.INSTSEG.COPY_PASTE.ENABLED = False
+    # Share of training images that get pasted objects (the others are left as they are).
+    cfg.INSTSEG.COPY_PASTE.PROB = 0.5
+    # A random 1..MAX_INSTANCES of the source image's objects are pasted.
+    cfg.INSTSEG.COPY_PASTE.MAX_INSTANCES = 4
+    # The source image is scaled to fit the target image, times a random factor in this range,
+    # flipped horizontally half of the time (FLIP) and put at a random place.
+    cfg.INSTSEG.COPY_PASTE.MIN_SCALE = 0.5
+    cfg.INSTSEG.COPY_PASTE.MAX_SCALE = 1.5
+    cfg.INSTSEG.COPY_PASTE.FLIP = True
+    # A covered object keeps its (reduced) mask while at least this fraction of its pixels stays
+    # visible; below, it is dropped (the paper drops fully covered objects; a sliver at the edge
+    # of a pasted object is no object a detector could find).
+    cfg.INSTSEG.COPY_PASTE.MIN_VISIBLE = 0.1
+
+    # Exponential moving average of the weights (instseg_d2.engine.ema), updated after every
+    # step. Evaluation, validation loss, TTA and every checkpoint's "model" use the averaged
+    # weights; the training weights are kept in the checkpoint's "ema" entry so that --resume
+    # continues both. (--resume of an EMA run with EMA off continues from the averaged weights.)
+    cfg.INSTSEG.EMA = type(cfg)()
+    cfg.INSTSEG.EMA.ENABLED = False
+    # The average forgets at this rate per step once warmed up: it spans ~1/(1 - DECAY) steps,
+    # which should stay well under SOLVER.MAX_ITER.
+    cfg.INSTSEG.EMA.DECAY = 0.998
+    # Warm-up of the decay as in YOLOv5's ModelEMA / MMDetection's ExpMomentumEMA: after n
+    # updates the decay is DECAY * (1 - exp(-n / WARMUP_ITERS)), so the random or pretrained
+    # start is forgotten quickly. 0 uses DECAY from the first update.
+    cfg.INSTSEG.EMA.WARMUP_ITERS = 50
+
 
 def get_instseg_cfg() -> CfgNode:
     """Detectron2's defaults plus ours, as a CfgNode that understands ``model_zoo://`` bases."""

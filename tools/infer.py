@@ -40,6 +40,7 @@ from instseg_d2.engine.inference import (  # noqa: E402
     run_on_video,
 )
 from instseg_d2.engine.predictor import BatchPredictor  # noqa: E402
+from instseg_d2.engine.tta import TTAPredictor  # noqa: E402
 from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
 from instseg_d2.visualization.panels import prediction_picture  # noqa: E402
 
@@ -61,6 +62,9 @@ def get_parser() -> ToolArgumentParser:
                         help="bf16 autocast (CPU: ~2x faster)")  # fmt: skip
     parser.add_argument("--no-optimize", action="store_true", help="skip the fp32 CPU speed-ups")
     parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: TEST.AUG.MIN_SIZES, FLIP"
+    )
+    parser.add_argument(
         "--dataset",
         help="registered dataset of the inputs: write its image ids (default 0, 1, ...)",
     )
@@ -80,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
     draw = functools.partial(prediction_picture, metadata=metadata, splash=args.splash)
     optimize = False if args.no_optimize else None
+    predictor_class = TTAPredictor if args.tta else BatchPredictor
 
     if args.video_input:
-        predictor = BatchPredictor(cfg, optimize=optimize, bf16=args.bf16)
+        predictor = predictor_class(cfg, optimize=optimize, bf16=args.bf16)
         summary = run_on_video(predictor, args.video_input, args.output, draw, metadata,
                                args.batch_size)  # fmt: skip
         logger.info("wrote %s and %s", summary.written[0], summary.predictions_file)
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         raise NoInputError("no input image found (see the warnings above)")
     image_ids = dataset_image_ids(get_dataset_dicts(args.dataset)) if args.dataset else None
-    predictor = BatchPredictor(cfg, optimize=optimize, bf16=args.bf16)
+    predictor = predictor_class(cfg, optimize=optimize, bf16=args.bf16)
     summary = run_on_images(predictor, paths, args.output, draw, metadata, args.batch_size,
                             image_ids)  # fmt: skip
     for path, reason in summary.skipped:

@@ -9,7 +9,9 @@
 Without a GPU the run goes to the CPU (``MODEL.DEVICE cpu``, AMP off). Writes into OUTPUT_DIR
 (``--output``): metrics.json, TensorBoard events, config.yaml, model_final.pth, model_best.pth,
 last_checkpoint, final_metrics.json/.md (with 95% bootstrap intervals of AP and the seed) and
-(``INSTSEG.REPORT``) report.html; with ``INSTSEG.MLFLOW.ENABLED True`` also an MLflow run.
+(``INSTSEG.REPORT``) report.html; with ``INSTSEG.MLFLOW.ENABLED True`` also an MLflow run. With
+``TEST.AUG.ENABLED True`` the final evaluation is also run with test-time augmentation (rows
+``<dataset>_TTA`` in final_metrics).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from instseg_d2.engine.defaults import setup_config  # noqa: E402
 from instseg_d2.engine.final_metrics import write_final_metrics  # noqa: E402
 from instseg_d2.engine.mlflow_writer import log_final_results  # noqa: E402
 from instseg_d2.engine.trainer import Trainer  # noqa: E402
+from instseg_d2.engine.tta import with_tta_results  # noqa: E402
 from instseg_d2.evaluation.bootstrap import (  # noqa: E402
     BootstrapError,
     bootstrap_test_sets,
@@ -101,14 +104,20 @@ def _log_to_mlflow(cfg, summary: dict) -> None:
         log_final_results(cfg, summary, files, plots)
 
 
-def _write_results(cfg, results, weights: str, iteration, seed: int | None) -> None:
+def _write_results(
+    cfg, results, weights: str, iteration, seed: int | None, tta_results=None
+) -> None:
     """Final table with intervals (main process), the HTML report and MLflow when enabled.
-    ``seed``: the training's SEED (None for ``--eval-only``: the weights' own seed is unknown)."""
+    ``seed``: the training's SEED (None for ``--eval-only``: the weights' own seed is unknown);
+    ``tta_results``: the evaluation with test-time augmentation, as ``<dataset>_TTA`` rows."""
     if not comm.is_main_process() or not results:
         return
     intervals = _bootstrap_intervals(cfg)
     method = describe_method(cfg.INSTSEG.BOOTSTRAP.SAMPLES, cfg.INSTSEG.BOOTSTRAP.SEED)
-    summary = write_final_metrics(results, cfg.OUTPUT_DIR, cfg.DATASETS.TEST, weights=weights,
+    test_sets = cfg.DATASETS.TEST
+    if tta_results:
+        results, test_sets = with_tta_results(results, tta_results, test_sets)
+    summary = write_final_metrics(results, cfg.OUTPUT_DIR, test_sets, weights=weights,
                                   iteration=iteration, seed=seed, intervals=intervals,
                                   interval_method=method)  # fmt: skip
     if cfg.INSTSEG.REPORT:
@@ -127,7 +136,8 @@ def evaluate(cfg, args):
         else cfg.MODEL.WEIGHTS  # fmt: skip
     prepare_for_inference(model, cfg)  # after loading: folds and casts the loaded weights
     results = Trainer.test(cfg, model)
-    _write_results(cfg, results, weights, extra.get("iteration"), seed=None)
+    tta_results = Trainer.test_with_TTA(cfg, model) if cfg.TEST.AUG.ENABLED else None
+    _write_results(cfg, results, weights, extra.get("iteration"), None, tta_results)
     return results
 
 
@@ -152,7 +162,8 @@ def train(cfg, args):
         raise TrainingDiverged(f"training diverged (NaN/Inf loss). {exc}\n{where}") from None
     results = getattr(trainer, "_last_eval_results", None)
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-    _write_results(cfg, results, final, trainer.iter, seed=cfg.SEED)
+    _write_results(cfg, results, final, trainer.iter, cfg.SEED,
+                   getattr(trainer, "_last_tta_results", None))  # fmt: skip
     return results
 
 

@@ -51,7 +51,8 @@ class ValidationLoss(HookBase):
         self._loaders = list(data_loaders)
 
     def _model(self) -> torch.nn.Module:
-        model = self.trainer.model
+        # The model that evaluation runs (the Trainer's EMA weights when INSTSEG.EMA is on).
+        model = getattr(self.trainer, "evaluation_model", self.trainer.model)
         return model.module if isinstance(model, DistributedDataParallel) else model
 
     def _compute(self) -> dict[str, float]:

@@ -10,11 +10,15 @@ What differs from ``DefaultTrainer`` and why:
   device (:func:`~instseg_d2.modeling.speedups.resolve_auto`), so ``Trainer.build_model(cfg)``
   with a run's ``config.yaml`` rebuilds the model that trained.
 * ``build_train_loader`` / ``build_test_loader`` / ``build_val_loss_loader``: every loader maps
-  with the mapper of ``INPUT.DATASET_MAPPER_NAME``, so images are read one way everywhere.
+  with the mapper of ``INPUT.DATASET_MAPPER_NAME``, so images are read one way everywhere; with
+  ``INSTSEG.COPY_PASTE`` the training mapper pastes from the dicts its loader samples.
 * ``build_evaluator``: ``COCOEvaluator`` (bbox, and segm when masks are on).
 * ``build_hooks``: validation loss, best checkpoint on ``INSTSEG.BEST_METRIC`` and optional
   early stopping, inserted after ``EvalHook`` and before the ``PeriodicWriter`` so their
-  scalars are written in the same ``metrics.json`` line as the evaluation.
+  scalars are written in the same ``metrics.json`` line as the evaluation; with
+  ``TEST.AUG.ENABLED`` a TTA evaluation after the last iteration (``test_with_TTA``).
+* ``INSTSEG.EMA``: an :class:`~.ema.EMAHook` first, evaluation on the averaged weights
+  (``evaluation_model``), and an :class:`~.ema.EMACheckpointer`.
 * ``build_writers``: adds :class:`~instseg_d2.engine.mlflow_writer.MLflowWriter` when
   ``INSTSEG.MLFLOW.ENABLED``.
 * ``resume_or_load``: trims ``metrics.json`` to the resumed iteration (one history), and a
@@ -30,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections import OrderedDict
 
 import torch
 from detectron2.data import (
@@ -37,24 +42,27 @@ from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
+    get_detection_dataset_dicts,
 )
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import AMPTrainer, TrainerBase
+from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import AtomicCheckpointer
 from ..data.dataset_mapper import build_dataset_mapper
 from ..data.dataset_validation import check_splits
 from ..data.validation import DatasetValidationError, check_registered_datasets
 from ..modeling.precision import cpu_supports_bf16
 from ..modeling.speedups import resolve_auto
 from ..utils.errors import UserError
+from .ema import EMACheckpointer, EMAHook, ModelEMA
 from .evaluation import build_coco_evaluator
 from .hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer, ValidationLoss
 from .metrics_file import trim_metrics_history
 from .mlflow_writer import MLflowWriter
+from .tta import TTA_SUFFIX, build_tta_model, tta_test_loader
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +122,8 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        ema = cfg.INSTSEG.EMA
+        self.ema = ModelEMA(model, ema.DECAY, ema.WARMUP_ITERS) if ema.ENABLED else None
 
         on_cuda = torch.device(cfg.MODEL.DEVICE).type == "cuda"
         device_ids = [comm.get_local_rank()] if on_cuda else None
@@ -130,7 +140,9 @@ class Trainer(DefaultTrainer):
             self._cpu_bf16 = False
 
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = EMACheckpointer(
+            model, cfg.OUTPUT_DIR, ema=self.ema, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -151,9 +163,23 @@ class Trainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_coco_evaluator(dataset_name, output_folder, tasks)
 
+    @property
+    def evaluation_model(self) -> torch.nn.Module:
+        """What evaluation, validation loss and TTA run: the EMA when ``INSTSEG.EMA`` is on."""
+        return self.ema.module if self.ema is not None else self.model
+
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
+        if not cfg.INSTSEG.COPY_PASTE.ENABLED:
+            return build_detection_train_loader(
+                cfg, mapper=build_dataset_mapper(cfg, is_train=True)
+            )
+        # Copy-paste draws its sources from the very dicts the loader samples (loaded once).
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+        mapper = build_dataset_mapper(cfg, is_train=True, paste_pool=dataset)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
@@ -167,10 +193,41 @@ class Trainer(DefaultTrainer):
         mapper = build_dataset_mapper(cfg, is_train=True, augmentations=[resize])
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
+    @classmethod
+    def test_with_TTA(cls, cfg, model) -> OrderedDict:  # noqa: N802  (Detectron2's name)
+        """Evaluate ``model`` with test-time augmentation (``TEST.AUG``), as Detectron2's
+        tools/train_net.py does: results named ``bbox_TTA``/``segm_TTA`` (one test set) or
+        ``<dataset>_TTA`` (several), written under ``OUTPUT_DIR/inference_TTA``."""
+        logger.info("Running inference with test-time augmentation ...")
+        tta_model = build_tta_model(cfg, model)
+        results = OrderedDict()
+        for name in cfg.DATASETS.TEST:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name)
+            evaluator = cls.build_evaluator(cfg, name, output_folder=output_folder)
+            results[name] = inference_on_dataset(tta_model, tta_test_loader(cfg, name), evaluator)
+            if comm.is_main_process():
+                logger.info(f"Evaluation results for {name} with TTA in csv format:")
+                print_csv_format(results[name])
+        if len(results) == 1:
+            results = next(iter(results.values()))
+        return OrderedDict((f"{k}{TTA_SUFFIX}", v) for k, v in results.items())
+
+    def _test_and_save_results(self):
+        self._last_eval_results = self.test(self.cfg, self.evaluation_model)
+        return self._last_eval_results
+
+    def _test_with_tta_and_save_results(self):
+        self._last_tta_results = self.test_with_TTA(self.cfg, self.evaluation_model)
+        return self._last_tta_results
+
     def build_hooks(self):
         cfg = self.cfg
-        ret = []
+        # First: the checkpoint and evaluation hooks must see the average of the step just done.
+        ret = [EMAHook(self.ema)] if self.ema is not None else []
         for h in super().build_hooks():
+            if isinstance(h, hooks.EvalHook):
+                # Same place and period, on evaluation_model (the EMA when it is on).
+                h = hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._test_and_save_results)
             if isinstance(h, hooks.PeriodicCheckpointer):
                 # Same place, but old periodic checkpoints are deleted (each is ~100-300 MB).
                 keep = cfg.INSTSEG.KEEP_CHECKPOINTS or None
@@ -204,6 +261,9 @@ class Trainer(DefaultTrainer):
                     metrics_file=metrics_file,
                 )
             )
+        if cfg.TEST.AUG.ENABLED:
+            # Period 0: after the last iteration only, as in Detectron2's tools/train_net.py.
+            ret.append(hooks.EvalHook(0, self._test_with_tta_and_save_results))
         if comm.is_main_process():
             # Last, so that everything the hooks above put into the storage gets written.
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.INSTSEG.LOG_PERIOD))
