@@ -41,6 +41,7 @@ from ..utils.errors import UserError
 from . import runtime
 from .deployable import OUTPUT_NAMES, build_tracing_adapter
 from .metadata import build_metadata, write_metadata
+from .onnx_ops import zero_batch_safe_symbolics
 from .parity import Detections, ParityError, ParityReport, compare_detections
 
 __all__ = [
@@ -106,10 +107,11 @@ def _trace(adapter, sample: torch.Tensor, fmt: str, path: Path, variant: str, op
             dynamic = {"image": {0: "height", 1: "width"}}
             dynamic.update({name: {0: "detections"} for name in OUTPUT_NAMES})
             dynamic["masks"] = {0: "detections", 1: "height", 2: "width"}
-            atomic_write_with(path, lambda f: torch.onnx.export(
-                adapter, (sample,), f, dynamo=False, opset_version=opset,
-                input_names=["image"], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
-            ))  # fmt: skip
+            with zero_batch_safe_symbolics(opset):
+                atomic_write_with(path, lambda f: torch.onnx.export(
+                    adapter, (sample,), f, dynamo=False, opset_version=opset,
+                    input_names=["image"], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                ))  # fmt: skip
 
 
 def run_parity(
