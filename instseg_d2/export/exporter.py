@@ -51,6 +51,8 @@ __all__ = [
     "ExportResult",
     "VARIANTS",
     "export_model",
+    "run_parity",
+    "write_artifact",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,7 +95,10 @@ def _check_request(cfg: CfgNode, fmt: str, variant: str) -> None:
         raise ExportError("export supports Mask R-CNN (GeneralizedRCNN with MODEL.MASK_ON True)")
 
 
-def _trace(adapter, sample: torch.Tensor, fmt: str, path: Path, variant: str, opset: int) -> None:
+def write_artifact(
+    adapter, sample: torch.Tensor, fmt: str, path: Path, variant: str, opset: int = DEFAULT_OPSET
+) -> None:
+    """Trace ``adapter`` on ``sample`` and write the ``fmt`` artifact of ``variant`` to ``path``."""
     with warnings.catch_warnings():
         # Detectron2's graph converts a few sizes and checks to Python while tracing (documented
         # by TracingAdapter); the parity check on other images is what proves the trace general.
@@ -160,7 +165,7 @@ def export_model(
     )  # fmt: skip
     artifact = export_dir / ARTIFACT_NAMES[fmt]
     logger.info("tracing the %s model to %s", variant, artifact)
-    _trace(adapter, adapter.flattened_inputs[0], fmt, artifact, variant, opset)
+    write_artifact(adapter, adapter.flattened_inputs[0], fmt, artifact, variant, opset)
     shutil.copyfile(runtime.__file__, export_dir / "runtime.py")
     metadata = build_metadata(
         cfg, fmt=fmt, artifact=artifact.name, variant=variant, weights=weights,
