@@ -3,7 +3,7 @@
 machine's convolution rate.
 
 Rows, all on the same images in one run, interleaved image by image: eager ``BatchPredictor`` at
-batch 1 (plain fp32, optimized fp32, bf16), TorchScript (plain, optimized, bf16) and ONNX Runtime
+batch 1 (plain fp32, optimized fp32, optimized bf16), TorchScript (plain, optimized, bf16) and ONNX Runtime
 (plain; all graph optimisations, and the basic level), every row timed from the BGR uint8 image
 to full-size masks. Each exported row also reports its agreement with its eager model
 (:mod:`instseg_d2.export.parity`; meaningful for trained weights only).
@@ -50,7 +50,12 @@ from instseg_d2.data.image_io import read_image  # noqa: E402
 from instseg_d2.engine.defaults import setup_inference_config  # noqa: E402
 from instseg_d2.engine.predictor import BatchPredictor  # noqa: E402
 from instseg_d2.export.deployable import OUTPUT_NAMES, build_tracing_adapter  # noqa: E402
-from instseg_d2.export.exporter import ARTIFACT_NAMES, SUPPORTED, write_artifact  # noqa: E402
+from instseg_d2.export.exporter import (  # noqa: E402
+    ARTIFACT_NAMES,
+    SUPPORTED,
+    traceable_model,
+    write_artifact,
+)
 from instseg_d2.export.parity import Detections, compare_detections  # noqa: E402
 from instseg_d2.export.resize import (  # noqa: E402
     image_size,
@@ -134,13 +139,13 @@ def build_rows(cfg, images: list[np.ndarray], folder: Path, threads: int, format
     """``{row name: (predict, eager reference name, bf16)}`` for every variant this CPU runs."""
     bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     variants = ["plain", "optimized"] + (["bf16"] if bf16 else [])
-    eager = {v: BatchPredictor(cfg, optimize=v == "optimized", bf16=v == "bf16") for v in variants}
+    eager = {v: BatchPredictor(cfg, optimize=v != "plain", bf16=v == "bf16") for v in variants}
     rows = {f"eager {v}": (_eager(p), None, v == "bf16") for v, p in eager.items()}
     sample = torch.from_numpy(images[0])
     for fmt in formats:
         for variant in (v for v in variants if v in SUPPORTED[fmt]):
             path = folder / f"{variant}_{ARTIFACT_NAMES[fmt]}"
-            adapter = build_tracing_adapter(eager[variant].model, cfg, sample,
+            adapter = build_tracing_adapter(traceable_model(cfg, variant), cfg, sample,
                                             bf16=variant == "bf16")  # fmt: skip
             write_artifact(adapter, sample, fmt, path, variant)
             if fmt == "torchscript":

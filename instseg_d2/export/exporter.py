@@ -10,13 +10,15 @@ detections with the eager model's on real images (:mod:`.parity`). A failed comp
 Variants (``variant``):
 
 - ``plain``: the model as trained, fp32. TorchScript and ONNX.
-- ``optimized``: ``BatchPredictor(optimize=True)`` (frozen BN folded, channels-last, the
-  embedding-bag CPU RoIAlign), traced and ``torch.jit.freeze``-d. TorchScript only: ONNX has no
-  memory layouts and ONNX Runtime folds BatchNorm itself. The CPU RoIAlign groups RoIs by their
-  sampling grid in Python, so the trace keeps the groups of the sample image; the parity check
-  on other images guards it (with ``POOLER_SAMPLING_RATIO > 0`` there is one group).
-- ``bf16``: the network under CPU bf16 autocast (``BatchPredictor(bf16=True)``), outputs and
-  post-processing in fp32; compared with that eager bf16 model. TorchScript only: ONNX Runtime's
+- ``optimized``: ``BatchPredictor(optimize=True)`` (frozen BN folded, channels-last), traced and
+  ``torch.jit.freeze``-d, compared with that eager model. TorchScript only: ONNX has no memory
+  layouts and ONNX Runtime folds BatchNorm itself. The embedding-bag CPU RoIAlign of the eager
+  model is not in the artifact: it groups RoIs in Python inside an ``autograd.Function``, which
+  a trace would freeze to the sample image's groups and TorchScript cannot save; the artifact
+  runs the torchvision RoIAlign it wraps (equal up to float rounding).
+- ``bf16``: the optimized model with the network under CPU bf16 autocast
+  (``BatchPredictor(bf16=True)``, as ``tools/infer.py --bf16``), outputs and post-processing in
+  fp32; compared with that eager bf16 model. TorchScript only: ONNX Runtime's
   CPU provider has no bf16 convolutions.
 """
 
@@ -33,9 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from detectron2.config import CfgNode
+from torch import nn
 
 from ..checkpoint import resolve_weights
 from ..engine.predictor import BatchPredictor
+from ..modeling.roi_align import CPUROIAlign
 from ..utils.atomic import atomic_write_with
 from ..utils.errors import UserError
 from . import runtime
@@ -52,6 +56,7 @@ __all__ = [
     "VARIANTS",
     "export_model",
     "run_parity",
+    "traceable_model",
     "write_artifact",
 ]
 
@@ -119,6 +124,23 @@ def write_artifact(
                 ))  # fmt: skip
 
 
+def _eager_predictor(cfg: CfgNode, variant: str) -> BatchPredictor:
+    """The eager model of ``variant`` as ``tools/infer.py`` runs it (``--no-optimize``, the
+    default, ``--bf16``): the reference of the parity check."""
+    return BatchPredictor(cfg, optimize=variant != "plain", bf16=variant == "bf16")
+
+
+def traceable_model(cfg: CfgNode, variant: str) -> nn.Module:
+    """The eager model of ``variant`` (built by ``BatchPredictor``) in a form that traces: the CPU
+    RoIAlign of the optimized model replaced by the torchvision RoIAlign it wraps."""
+    model = _eager_predictor(cfg, variant).model
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if isinstance(child, CPUROIAlign):
+                module._modules[name] = child.roi_align
+    return model
+
+
 def run_parity(
     predictor: BatchPredictor,
     exported: runtime.ExportedModel,
@@ -156,11 +178,10 @@ def export_model(
         raise ExportError("MODEL.WEIGHTS is empty: export a trained model (--weights)")
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
-    # optimize=False unless asked: BatchPredictor's CPU default would apply the speed-ups.
-    predictor = BatchPredictor(cfg, optimize=variant == "optimized", bf16=variant == "bf16")
+    predictor = _eager_predictor(cfg, variant)
     sample = parity_images[0] if sample_image is None else sample_image
     adapter = build_tracing_adapter(
-        predictor.model, cfg, torch.from_numpy(np.ascontiguousarray(sample)),
+        traceable_model(cfg, variant), cfg, torch.from_numpy(np.ascontiguousarray(sample)),
         bf16=variant == "bf16",
     )  # fmt: skip
     artifact = export_dir / ARTIFACT_NAMES[fmt]
