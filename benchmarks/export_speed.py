@@ -192,8 +192,10 @@ def run(cfg, images: list[np.ndarray], *, repeats: int, threads: int, formats: l
             "floor_fraction": round(floor / median, 3),
         }
         if reference:
-            report = compare_detections(outputs[reference], outputs[name],
-                                        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)  # fmt: skip
+            report = compare_detections(
+                outputs[reference], outputs[name], cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+                max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
+            )  # fmt: skip
             row["parity_passed"] = report.passed
             row["parity"] = report.summary()
         result_rows[name] = row

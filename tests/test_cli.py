@@ -65,7 +65,10 @@ def test_misspelled_key_inside_a_config_file_names_the_file(repo_root, tmp_path)
                 "--output", str(tmp_path / "out"))  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {config}") and "unknown config key SOLVER.BASE_RL; did you mean SOLVER.BASE_LR" in last
+    assert (
+        last.startswith(f"error: {config}")
+        and "unknown config key SOLVER.BASE_RL; did you mean SOLVER.BASE_LR" in last
+    )
 
 
 def test_unknown_dataset_name_gives_the_close_registered_names(repo_root, tmp_path):

@@ -53,7 +53,13 @@ def quirky_dataset(tmp_path_factory):
         "iscrowd": 0,
     }
     dicts = [
-        {"file_name": f, "height": HEIGHT, "width": WIDTH, "image_id": i, "annotations": [annotation]}
+        {
+            "file_name": f,
+            "height": HEIGHT,
+            "width": WIDTH,
+            "image_id": i,
+            "annotations": [annotation],
+        }
         for i, f in enumerate(files)
     ]
     DatasetCatalog.register(DATASET, lambda: dicts)
@@ -66,7 +72,13 @@ def quirky_dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory, quirky_dataset):
     run = make_tiny_run(tmp_path_factory.mktemp("mapper_run"))
-    opts = [*FAST_TEST_OPTS, "DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", f"('{DATASET}',)"]
+    opts = [
+        *FAST_TEST_OPTS,
+        "DATASETS.TRAIN",
+        f"('{DATASET}',)",
+        "DATASETS.TEST",
+        f"('{DATASET}',)",
+    ]
     opts += ["INPUT.MIN_SIZE_TRAIN", f"({HEIGHT},)", "INPUT.MIN_SIZE_TEST", str(HEIGHT)]
     opts += ["INPUT.MAX_SIZE_TRAIN", "1000", "INPUT.MAX_SIZE_TEST", "1000"]
     opts += ["INPUT.RANDOM_FLIP", "none", "INPUT.MASK_FORMAT", "polygon"]
@@ -92,8 +104,12 @@ def test_training_validation_and_evaluation_loaders_read_the_same_pixels(cfg, qu
     train_mapper = build_dataset_mapper(cfg, is_train=True)
     dicts = DatasetCatalog.get(DATASET)
     trained = [train_mapper(d)["image"].numpy() for d in dicts]
-    val_loss = [x["image"].numpy() for batch in Trainer.build_val_loss_loader(cfg, DATASET) for x in batch]
-    evaluated = [x["image"].numpy() for batch in Trainer.build_test_loader(cfg, DATASET) for x in batch]
+    val_loss = [
+        x["image"].numpy() for batch in Trainer.build_val_loss_loader(cfg, DATASET) for x in batch
+    ]
+    evaluated = [
+        x["image"].numpy() for batch in Trainer.build_test_loader(cfg, DATASET) for x in batch
+    ]
     for name, images in (("train", trained), ("val loss", val_loss), ("eval", evaluated)):
         assert len(images) == 3, name
         for got, want, file in zip(images, expected, quirky_dataset, strict=True):

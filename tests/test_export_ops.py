@@ -97,3 +97,11 @@ def test_parity_allows_only_borderline_detections_without_partner():
     report = compare_detections([ref], [one], score_threshold=0.01)
     assert not report.passed and report.unmatched == [(0, "eager", pytest.approx(0.0505))]
     assert compare_detections([ref], [one], 0.05, Tolerances(score=1e-5)).passed is False
+
+
+def test_parity_allows_a_swap_at_the_detections_per_image_cut():
+    ref = _detections([[1, 1, 10, 10], [5, 5, 15, 18]], [0.9, 0.3004])
+    other = _detections([[1, 1, 10, 10], [11, 2, 19, 9]], [0.9, 0.3])
+    # Both lists are full at 2 detections: the last ones differ by less than the tolerance.
+    assert compare_detections([ref], [other], 0.05, max_detections=2).passed
+    assert not compare_detections([ref], [other], 0.05).passed

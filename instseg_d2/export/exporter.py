@@ -150,7 +150,9 @@ def run_parity(
     """Both models on each BGR image (the eager one at batch 1); their detections compared."""
     eager = [Detections.from_instances(predictor([image])[0]["instances"]) for image in images]
     candidate = [Detections.from_outputs(exported(image)) for image in images]
-    return compare_detections(eager, candidate, score_threshold)
+    return compare_detections(
+        eager, candidate, score_threshold, max_detections=predictor.cfg.TEST.DETECTIONS_PER_IMAGE
+    )
 
 
 def export_model(

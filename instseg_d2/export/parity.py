@@ -4,8 +4,9 @@ The two models' detections on an image are matched one to one, greedily: in the 
 score order, each detection takes the unmatched exported detection of the same class with the
 highest box IoU (at least :data:`MATCH_IOU`). A matched pair must agree within
 :class:`Tolerances`: box corners within 0.5 px, scores within 1e-3, mask IoU >= 0.98. A detection
-left unmatched fails the check, unless its score is within the score tolerance of the score
-threshold (the other model may have put it just below the cut). Random weights make NMS and the
+left unmatched fails the check, unless it is borderline: its score is within the score tolerance
+of the score threshold, or of the lowest score of a list cut at ``max_detections`` (the other
+model may have put it just below the cut). Random weights make NMS and the
 threshold arbitrary (ties everywhere), so the check is meant for trained models.
 """
 
@@ -171,12 +172,16 @@ def compare_detections(
     exported: Sequence[Detections],
     score_threshold: float,
     tolerances: Tolerances | None = None,
+    max_detections: int | None = None,
 ) -> ParityReport:
-    """Match the detections of each image and pool the worst differences into one report."""
+    """Match the detections of each image and pool the worst differences into one report.
+
+    ``max_detections``: ``TEST.DETECTIONS_PER_IMAGE``, where lists are cut (None: no cut).
+    """
     if len(eager) != len(exported):
         raise ValueError(f"{len(eager)} eager images but {len(exported)} exported ones")
     report = ParityReport(tolerances=tolerances or Tolerances(), num_images=len(eager))
-    borderline = score_threshold + report.tolerances.score
+    tol = report.tolerances.score
     for index, (ref, cand) in enumerate(zip(eager, exported, strict=True)):
         report.num_eager += len(ref)
         report.num_exported += len(cand)
@@ -194,8 +199,11 @@ def compare_detections(
             ("eager", ref, {i for i, _ in pairs}),
             ("exported", cand, {j for _, j in pairs}),
         ):
+            cut = score_threshold
+            if max_detections is not None and len(dets) >= max_detections:
+                cut = max(cut, float(dets.scores.min()))
             for k in sorted(set(range(len(dets))) - matched):
                 score = float(dets.scores[k])
                 report.unmatched.append((index, name, score))
-                report.num_borderline += score < borderline
+                report.num_borderline += int(score < cut + tol)
     return report
