@@ -278,3 +278,23 @@ def test_runtime_rejects_bad_input(exports):
         model(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(FileNotFoundError, match="metadata.json"):
         runtime.load(exports["torchscript"] / "nowhere")
+
+
+def test_export_speed_benchmark_rows_and_floor(trained_run, pennfudan_data, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "export_speed", REPO_ROOT / "benchmarks" / "export_speed.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "speed.json"
+    result = bench.main(["--config-file", str(trained_run / "config.yaml"), "--num-images", "1",
+                         "--repeats", "1", "--formats", "onnx", "--threads", "1",
+                         "--output", str(out)])  # fmt: skip
+    assert json.loads(out.read_text()) == result
+    assert result["model_gmac_per_image"] > 0.1 and result["conv3x3_tflops"]["fp32"] > 0
+    rows = result["rows"]
+    assert {"eager plain", "eager optimized", "onnxruntime plain (opt all)"} <= set(rows)
+    for row in rows.values():
+        assert row["median_s"] > 0
+        assert row["floor_fraction"] == pytest.approx(row["floor_s"] / row["median_s"], rel=0.02)
+    assert rows["onnxruntime plain (opt all)"]["parity_passed"] is True
