@@ -296,5 +296,5 @@ def test_export_speed_benchmark_rows_and_floor(trained_run, pennfudan_data, tmp_
     assert {"eager plain", "eager optimized", "onnxruntime plain (opt all)"} <= set(rows)
     for row in rows.values():
         assert row["median_s"] > 0
-        assert row["floor_fraction"] == pytest.approx(row["floor_s"] / row["median_s"], rel=0.02)
+        assert row["floor_fraction"] == pytest.approx(row["floor_s"] / row["median_s"], abs=2e-3)
     assert rows["onnxruntime plain (opt all)"]["parity_passed"] is True
