@@ -33,6 +33,8 @@ def _run(repo_root, tool: str, *args: str) -> subprocess.CompletedProcess:
         "visualize_data.py",
         "plot_metrics.py",
         "make_report.py",
+        "export_model.py",
+        "predict_exported.py",
     ],
 )
 def test_help_fits_on_a_screen_without_warnings(repo_root, tool):
