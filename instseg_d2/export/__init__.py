@@ -4,7 +4,7 @@
   torch ops (equal to Detectron2's up to float rounding).
 - :mod:`.deployable`: image in, detections out, as Detectron2's ``TracingAdapter`` traces it.
 - :mod:`.exporter`: trace, write, load back and check parity (:mod:`.parity`), write
-  ``metadata.json`` (:mod:`.metadata`).
+  ``metadata.json`` (:mod:`.metadata`); :mod:`.onnx_ops` fixes what the ONNX exporter gets wrong.
 - :mod:`.runtime`: the dependency-light loader shipped next to each artifact (torch or
   onnxruntime, no Detectron2).
 - :mod:`.predictor`: an exported model behind ``BatchPredictor``'s interface, for
