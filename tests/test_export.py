@@ -47,7 +47,7 @@ def trained_run(tmp_path_factory, train_net_command, repo_root) -> Path:
     output_dir = tmp_path_factory.mktemp("export_trained_run")
     proc = subprocess.run(
         train_net_command(output_dir, *TRAIN_OPTS),
-        cwd=repo_root, capture_output=True, text=True, timeout=1200,
+        cwd=repo_root, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     if proc.returncode != 0:
         pytest.fail(f"training run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
