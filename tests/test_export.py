@@ -115,7 +115,7 @@ def test_export_parity_and_metadata(exports, trained_run, fmt):
     assert parity["num_matched"] == parity["num_eager"] == parity["num_exported"]
     assert parity["max_box_px"] <= 0.5 and parity["max_score_diff"] <= 1e-3
     assert parity["min_mask_iou"] >= 0.98
-    assert metadata["class_names"] == ["pedestrian"]
+    assert metadata["class_names"] == ["pedestrian"] and metadata["category_ids"] == [1]
     assert metadata["input"]["channel_order"] == "BGR" and metadata["input"]["dtype"] == "uint8"
     assert metadata["resize"]["min_size"] == 160 and metadata["resize"]["max_size"] == 256
     assert metadata["score_threshold"] == float(SCORE_THRESHOLD)

@@ -25,7 +25,7 @@ from ..utils.atomic import atomic_write
 from .deployable import MASK_THRESHOLD, OUTPUT_NAMES
 from .runtime import METADATA_FILE
 
-__all__ = ["build_metadata", "class_names", "sha256_of", "write_metadata"]
+__all__ = ["build_metadata", "category_ids", "class_names", "sha256_of", "write_metadata"]
 
 _OUTPUTS = {
     "boxes": ("N x 4", "float32", "XYXY, in pixels of the input image"),
@@ -44,13 +44,32 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _dataset_metadata(cfg: CfgNode):
+    """Metadata of the config's first test (else training) dataset that names its classes."""
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        metadata = MetadataCatalog.get(name)
+        if metadata.get("thing_classes", None):
+            return metadata
+    return None
+
+
 def class_names(cfg: CfgNode) -> list[str]:
     """``thing_classes`` of the config's first test (else training) dataset, if registered."""
-    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
-        classes = MetadataCatalog.get(name).get("thing_classes", None)
-        if classes:
-            return list(classes)
+    metadata = _dataset_metadata(cfg)
+    if metadata is not None:
+        return list(metadata.thing_classes)
     return [f"class_{i}" for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)]
+
+
+def category_ids(cfg: CfgNode) -> list[int] | None:
+    """The dataset's category id of each class index (COCO ``category_id`` in predictions.json,
+    as ``tools/infer.py`` writes it), or None when the dataset has no such mapping."""
+    metadata = _dataset_metadata(cfg)
+    mapping = metadata.get("thing_dataset_id_to_contiguous_id", None) if metadata else None
+    if not mapping:
+        return None
+    by_index = {index: int(dataset_id) for dataset_id, index in mapping.items()}
+    return [by_index[i] for i in range(len(by_index))]
 
 
 def _versions(fmt: str) -> dict[str, str]:
@@ -90,6 +109,7 @@ def build_metadata(
         "variant": variant,
         "runtime_requirements": runtime,
         "class_names": class_names(cfg),
+        "category_ids": category_ids(cfg),
         "input": {
             "name": "image",
             "dtype": "uint8",

@@ -44,7 +44,12 @@ class ExportedPredictor:
     ):
         self.model = ExportedModel(export_dir, threads=threads)
         self.min_score = min_score
+        # Class names and dataset category ids from metadata.json: the drawings and the
+        # category_id of predictions.json come out as tools/infer.py writes them.
         self.metadata = Metadata(name="exported", thing_classes=self.model.class_names)
+        ids = self.model.metadata.get("category_ids")
+        if ids:
+            self.metadata.thing_dataset_id_to_contiguous_id = {d: i for i, d in enumerate(ids)}
 
     def __call__(self, images: Iterable[np.ndarray]) -> list[dict]:
         """``[{"instances": Instances}]`` for a list of BGR uint8 images (one at a time)."""
