@@ -3,7 +3,7 @@
 machine's convolution rate.
 
 Rows, all on the same images in one run, interleaved image by image: eager ``BatchPredictor`` at
-batch 1 (plain fp32, optimized fp32, optimized bf16), TorchScript (plain, optimized, bf16) and ONNX Runtime
+batch 1 (plain fp32, optimized fp32, plain bf16, optimized bf16), TorchScript (plain, optimized, bf16) and ONNX Runtime
 (plain; all graph optimisations, and the basic level), every row timed from the BGR uint8 image
 to full-size masks. Each exported row also reports its agreement with its eager model
 (:mod:`instseg_d2.export.parity`; meaningful for trained weights only).
@@ -139,8 +139,12 @@ def build_rows(cfg, images: list[np.ndarray], folder: Path, threads: int, format
     """``{row name: (predict, eager reference name, bf16)}`` for every variant this CPU runs."""
     bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     variants = ["plain", "optimized"] + (["bf16"] if bf16 else [])
-    eager = {v: BatchPredictor(cfg, optimize=v != "plain", bf16=v == "bf16") for v in variants}
-    rows = {f"eager {v}": (_eager(p), None, v == "bf16") for v, p in eager.items()}
+    # The exports' references (exporter._eager_predictor) plus "eager optimized bf16", the path of
+    # tools/infer.py --bf16.
+    eager = {v: BatchPredictor(cfg, optimize=v == "optimized", bf16=v == "bf16") for v in variants}
+    if bf16:
+        eager["optimized bf16"] = BatchPredictor(cfg, optimize=True, bf16=True)
+    rows = {f"eager {v}": (_eager(p), None, v.endswith("bf16")) for v, p in eager.items()}
     sample = torch.from_numpy(images[0])
     for fmt in formats:
         for variant in (v for v in variants if v in SUPPORTED[fmt]):

@@ -16,9 +16,11 @@ Variants (``variant``):
   model is not in the artifact: it groups RoIs in Python inside an ``autograd.Function``, which
   a trace would freeze to the sample image's groups and TorchScript cannot save; the artifact
   runs the torchvision RoIAlign it wraps (equal up to float rounding).
-- ``bf16``: the optimized model with the network under CPU bf16 autocast
-  (``BatchPredictor(bf16=True)``, as ``tools/infer.py --bf16``), outputs and post-processing in
-  fp32; compared with that eager bf16 model. TorchScript only: ONNX Runtime's
+- ``bf16``: the plain model with the network under CPU bf16 autocast
+  (``BatchPredictor(optimize=False, bf16=True)``), outputs and post-processing in fp32; compared
+  with that eager bf16 model. Not the optimized one: in bf16 the torchvision RoIAlign of the
+  artifact and the CPU RoIAlign of the eager model round differently, and a mask of 224 fell to
+  IoU 0.83 (benchmarks/export_speed.py at 320 px). TorchScript only: ONNX Runtime's
   CPU provider has no bf16 convolutions.
 """
 
@@ -125,9 +127,10 @@ def write_artifact(
 
 
 def _eager_predictor(cfg: CfgNode, variant: str) -> BatchPredictor:
-    """The eager model of ``variant`` as ``tools/infer.py`` runs it (``--no-optimize``, the
-    default, ``--bf16``): the reference of the parity check."""
-    return BatchPredictor(cfg, optimize=variant != "plain", bf16=variant == "bf16")
+    """The eager model of ``variant``, the reference of the parity check: ``BatchPredictor`` as
+    ``tools/infer.py --no-optimize`` (plain), its default (optimized) and ``--no-optimize --bf16``
+    (bf16)."""
+    return BatchPredictor(cfg, optimize=variant == "optimized", bf16=variant == "bf16")
 
 
 def traceable_model(cfg: CfgNode, variant: str) -> nn.Module:
