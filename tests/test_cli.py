@@ -35,6 +35,8 @@ def _run(repo_root, tool: str, *args: str) -> subprocess.CompletedProcess:
         "make_report.py",
         "cross_validate.py",
         "compare_runs.py",
+        "export_model.py",
+        "predict_exported.py",
     ],
 )
 def test_help_fits_on_a_screen_without_warnings(repo_root, tool):
