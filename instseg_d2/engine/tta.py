@@ -20,7 +20,7 @@ from detectron2.modeling import GeneralizedRCNNWithTTA
 from torch import nn
 
 from ..data.dataset_mapper import build_dataset_mapper
-from ..modeling.optimize import autocast_context
+from ..modeling.precision import autocast_context
 from ..utils.errors import ConfigError
 from .final_metrics import per_dataset
 from .predictor import BatchPredictor
@@ -40,7 +40,9 @@ class RCNNWithTTA(GeneralizedRCNNWithTTA):
     """``GeneralizedRCNNWithTTA`` whose network may run under autocast (bf16 on CPU).
 
     The outputs of each pass are cast back to fp32 before they are merged: the merge maps boxes
-    through NumPy, which has no bf16, and the averaged masks are pasted at full precision.
+    through NumPy, which has no bf16, and the averaged masks are pasted at full precision. An
+    ``InstSegRCNN`` built with ``INSTSEG.INFERENCE.BF16`` runs its own inference under autocast
+    with fp32 outputs, so it needs no ``autocast`` here; the option is for other models.
     """
 
     def __init__(self, cfg: CfgNode, model: nn.Module, *, autocast: bool = False,
@@ -106,9 +108,10 @@ class TTAPredictor(BatchPredictor):
     model at their original size, which resizes them to each ``TEST.AUG.MIN_SIZES``.
     """
 
-    def __init__(self, cfg: CfgNode, *, optimize: bool | None = None, bf16: bool = False):
+    def __init__(self, cfg: CfgNode, *, optimize: bool | None = None, bf16: bool | None = None):
         super().__init__(cfg, optimize=optimize, bf16=bf16)
-        self.tta_model = build_tta_model(self.cfg, self.model, autocast=bf16)
+        # bf16 (INSTSEG.INFERENCE.BF16) is in the model's own inference: see RCNNWithTTA.
+        self.tta_model = build_tta_model(self.cfg, self.model)
 
     def __call__(self, original_images: Sequence[np.ndarray]) -> list[dict]:
         inputs = []
