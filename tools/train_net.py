@@ -8,7 +8,8 @@
 
 Without a GPU the run goes to the CPU (``MODEL.DEVICE cpu``, AMP off). Writes into OUTPUT_DIR
 (``--output``): metrics.json, TensorBoard events, config.yaml, model_final.pth, model_best.pth,
-last_checkpoint, final_metrics.json/.md and (``INSTSEG.REPORT``) report.html.
+last_checkpoint, final_metrics.json/.md, (``INSTSEG.ERROR_ANALYSIS``) analysis/<dataset>/ and
+(``INSTSEG.REPORT``) report.html.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from instseg_d2.engine.defaults import setup_config  # noqa: E402
 from instseg_d2.engine.final_metrics import write_final_metrics  # noqa: E402
 from instseg_d2.engine.trainer import Trainer  # noqa: E402
 from instseg_d2.utils.errors import UserError  # noqa: E402
+from instseg_d2.visualization.error_analysis_files import analyze_test_sets  # noqa: E402
 from instseg_d2.visualization.report import write_report  # noqa: E402
 
 logger = logging.getLogger("instseg_d2.train_net")
@@ -60,11 +62,14 @@ def setup(args):
 
 
 def _write_results(cfg, results, weights: str, iteration) -> None:
-    """Final table (main process), then the HTML report when enabled."""
+    """Final table (main process), the error analysis of the final evaluation's predictions,
+    then the HTML report, each when enabled."""
     if not comm.is_main_process() or not results:
         return
     write_final_metrics(results, cfg.OUTPUT_DIR, cfg.DATASETS.TEST, weights=weights,
                         iteration=iteration)  # fmt: skip
+    for path in analyze_test_sets(cfg):
+        logger.info(f"Error analysis: {path.parent}")
     if cfg.INSTSEG.REPORT:
         logger.info(f"Report: {write_report(cfg.OUTPUT_DIR)}")
 

@@ -202,6 +202,11 @@ def _image_counts(analysis: ErrorAnalysis, overlaps: ImageOverlaps) -> dict:
     return counts
 
 
+def _plain(value):
+    """COCOeval keeps image ids as numpy integers; JSON and the dataset dicts want plain ones."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def ap_gain_per_image(analysis: ErrorAnalysis) -> dict[int | str, float]:
     """AP (percent) with each image's predictions made perfect, minus the AP (module docstring)."""
     evaluation = analysis.evaluation
@@ -243,17 +248,12 @@ def ap50_gain_if_removed(analysis: ErrorAnalysis, detection_ids: set[int]) -> fl
     return ap_from_precision(trial.eval["precision"][t]) - base
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def analyze_errors(
     gt: GroundTruth, predictions: COCO, score_threshold: float = 0.5
 ) -> ErrorAnalysis:
     """Evaluate ``predictions`` on ``gt`` and rank the images by what they cost the AP."""
     evaluation = evaluate_segm(gt, predictions)
     matches = {iou: matches_at(evaluation, iou) for iou in MATCH_IOUS}
-    # COCOeval keeps image ids as numpy integers; JSON and the dataset dicts want plain ones.
     evaluated: dict[int | str, list[int]] = {_plain(i): [] for i in evaluation.params.imgIds}
     for entry in evaluation.evalImgs:
         if entry is not None:

@@ -17,7 +17,6 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from detectron2.data import MetadataCatalog
@@ -34,6 +33,7 @@ __all__ = [
     "ap_from_precision",
     "evaluate_segm",
     "ground_truth_as_predictions",
+    "iou_index",
     "load_ground_truth",
     "load_predictions",
     "quiet",
@@ -233,8 +233,3 @@ def ground_truth_as_predictions(gt: GroundTruth, score: float = 1.0) -> list[dic
             }
         )
     return results
-
-
-def file_label(path: str | os.PathLike) -> str:
-    """A file's name for tables and captions."""
-    return Path(path).name
