@@ -201,6 +201,8 @@ def test_near_duplicate_annotations(dicts, dataset):
 def test_pr_curves_are_pycocotools_precision(dicts, dataset):
     name = dataset(dicts)
     predictions = predictions_with_each_error(name)
+    # Two detections a little off (IoU 0.82 and 0.67): true positives at low IoU thresholds only.
+    predictions[0], predictions[1] = moved(predictions[0], 3), moved(predictions[1], 8)
     rng = np.random.default_rng(1)
     for p in predictions:
         p["score"] = float(rng.uniform(0.05, 1))
@@ -219,6 +221,7 @@ def test_pr_curves_are_pycocotools_precision(dicts, dataset):
             np.testing.assert_array_equal(curve["precision"], precision[t, :, k, 0, 2])
             np.testing.assert_array_equal(curve["scores"], reference.eval["scores"][t, :, k, 0, 2])
     assert (precision[:, :, :, 0, 2] < 1).any()  # not a trivial curve
+    assert not np.array_equal(precision[0, :, :, 0, 2], precision[-1, :, :, 0, 2])
 
 
 def test_confusion_matrix(dicts, dataset):
