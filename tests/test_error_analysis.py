@@ -107,7 +107,17 @@ def test_each_error_type_is_counted_once(dicts, dataset):
     by_image = {r["image_id"]: r for r in analysis.images}
     assert by_image[11]["errors"]["localisation"] == 1 and by_image[11]["errors"]["background"] == 1
     assert by_image[12]["errors"]["class_confusion"] == 1 and by_image[12]["errors"]["missed"] == 1
-    assert by_image[10]["iou50"] == {"tp": 3, "fp": 1, "fn": 0}
+    image10 = by_image[10]["iou50"]
+    assert (image10["tp"], image10["fp"], image10["fn"], image10["missed"]) == (3, 1, 0, [])
+    assert [(score, iou) for _, score, iou in image10["matched"]] == [
+        (0.95, 1.0),
+        (0.9, 1.0),
+        (0.9, 1.0),
+    ]
+    gt = load_ground_truth(name)
+    missed = [gt.annotation_source[g] for g in by_image[12]["iou50"]["missed"]]
+    assert sorted(missed) == [(2, 1), (2, 2)]  # (image, annotation) of the two dogs not found
+    assert by_image[11]["iou75"]["fn"] == 1
     # Each kind of false positive lowers AP50; removing it gives the AP back.
     assert all(totals["ap50_gain_if_removed"][k] > 0 for k in ("duplicate", "background"))
 

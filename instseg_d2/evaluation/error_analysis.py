@@ -171,20 +171,33 @@ class ErrorAnalysis:
 
 
 def _image_counts(analysis: ErrorAnalysis, overlaps: ImageOverlaps) -> dict:
-    """TP/FP/FN at each IoU of ``MATCH_IOUS`` and the error types, confident detections only."""
+    """TP/FP/FN at each IoU of ``MATCH_IOUS`` (with the matched pairs as ``[annotation id,
+    detection score, mask IoU]`` and the missed annotation ids) and the error types, confident
+    detections only."""
     confident = analysis.confident(overlaps)
     confident_ids = {d for d, c in zip(overlaps.detection_ids, confident, strict=True) if c}
+    row = {d: i for i, d in enumerate(overlaps.detection_ids)}
+    col = {g: j for j, g in enumerate(overlaps.gt_ids)}
     counts = {}
     for iou in MATCH_IOUS:
         m = analysis.matches[iou]
-        scored = [d for d in confident_ids if d not in m.ignored_detections]
-        tp = sum(1 for d in scored if m.detection_to_gt.get(d, 0))
+        scored = [d for d in overlaps.detection_ids if d in confident_ids]
+        scored = [d for d in scored if d not in m.ignored_detections]
+        matched = [(d, m.detection_to_gt[d]) for d in scored if m.detection_to_gt.get(d, 0)]
         gt_ids = [g for g in overlaps.gt_ids if g not in m.ignored_gt]
-        found = sum(1 for g in gt_ids if m.gt_to_detection.get(g, 0) in confident_ids)
         counts[f"iou{round(iou * 100)}"] = {
-            "tp": tp,
-            "fp": len(scored) - tp,
-            "fn": len(gt_ids) - found,
+            "tp": len(matched),
+            "fp": len(scored) - len(matched),
+            "fn": len(gt_ids) - len(matched),
+            "matched": [
+                [
+                    g,
+                    round(float(overlaps.scores[row[d]]), 4),
+                    round(overlaps.ious[row[d], col[g]], 4),
+                ]
+                for d, g in matched
+            ],
+            "missed": [g for g in gt_ids if m.gt_to_detection.get(g, 0) not in confident_ids],
         }
     errors = Counter(
         analysis.detection_types[d] for d in confident_ids if d in analysis.detection_types
