@@ -252,8 +252,8 @@ def test_f1_threshold(dicts, dataset):
     predictions = [dict(p, score=next(scores)) for p in predictions[:3]]  # one cat missed
     background = rectangle_annotation(80, 5, 30, 20, 0)
     for score in (0.7, 0.3):
-        predictions.append({"image_id": 11, "category_id": 1, "score": score,
-                            "bbox": background["bbox"], "segmentation": background["segmentation"]})  # fmt: skip
+        mask = {"bbox": background["bbox"], "segmentation": background["segmentation"]}
+        predictions.append({"image_id": 11, "category_id": 1, "score": score, **mask})
     gt = load_ground_truth(name)
     evaluation = analyze_errors(gt, load_predictions(predictions, gt)).evaluation
     best = f1_thresholds(evaluation, gt)
@@ -277,8 +277,10 @@ def test_no_predictions_misses_everything(dicts, dataset):
     [
         ("{broken", "not a readable JSON file"),
         ('{"a": 1}', "expected a JSON list of COCO results, got dict"),
-        ('[{"image_id": 10, "category_id": 1, "score": 1, "bbox": [0, 0, 1, 1]}]', "lacks ['segmentation']"),
-        ('[{"image_id": 99, "category_id": 1, "score": 1, "segmentation": {}}]', "image id 99, which dataset"),
+        ('[{"image_id": 10, "category_id": 1, "score": 1, "bbox": [0, 0, 1, 1]}]',
+         "lacks ['segmentation']"),
+        ('[{"image_id": 99, "category_id": 1, "score": 1, "segmentation": {}}]',
+         "image id 99, which dataset"),
         ('[{"image_id": 10, "category_id": 7, "score": 1, "segmentation": {}}]', "category_id 7"),
         ('[{"image_id": 10, "category_id": 1, "score": 1, '
          '"segmentation": {"size": [64, 64], "counts": "x"}}]', "has a 64x64 mask but image"),

@@ -21,7 +21,6 @@ Four kinds, each with a score in [0, 1] (higher: look at it first), computed on 
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -261,5 +260,5 @@ def find_candidates(
         candidates += finder.box_mask_mismatches(image_id, box_mask_min_iou)
         candidates += finder.near_duplicates(image_id, duplicate_min_iou)
     order = {kind: i for i, kind in enumerate(KINDS)}
-    candidates.sort(key=lambda c: (-c.score if math.isfinite(c.score) else 0, order[c.kind]))
+    candidates.sort(key=lambda c: (-c.score, order[c.kind]))
     return candidates

@@ -38,8 +38,8 @@ def pr_curves_figure(curves: dict, f1: dict | None = None) -> Figure:
             )
         best = (f1 or {}).get(name)
         if best and best.get("score_threshold") is not None:
-            ax.plot(best["recall"], best["precision"], "r*", markersize=12,
-                    label=f"max F1 {best['f1']:.2f} at score {best['score_threshold']:.2f}")  # fmt: skip
+            label = f"max F1 {best['f1']:.2f} at score {best['score_threshold']:.2f}"
+            ax.plot(best["recall"], best["precision"], "r*", markersize=12, label=label)
         ax.set_title(f"{name} (faint: IoU 0.55 ... 0.95)")
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")

@@ -81,6 +81,11 @@ def candidates_html(folder: Path, key: str) -> str:
     return "".join(parts)
 
 
+def _points(value) -> str:
+    """AP points; null (NaN: a dataset without ground truth) as n/a."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _counts(record: dict, iou: str) -> str:
     c = record[iou]
     return f"{c['tp']} / {c['fp']} / {c['fn']}"
@@ -90,14 +95,13 @@ def costly_images_html(analysis: dict, key: str) -> str:
     rows = []
     for rank, r in enumerate(analysis["images"][:NUM_ROWS], 1):
         errors = ", ".join(f"{k} {v}" for k, v in r["errors"].items() if v) or "-"
-        gain = "n/a" if r["ap_gain"] is None else f"{r['ap_gain']:.2f}"
-        rows.append([rank, Path(r["file_name"]).name, gain, _counts(r, "iou50"),
+        rows.append([rank, Path(r["file_name"]).name, _points(r["ap_gain"]), _counts(r, "iou50"),
                      _counts(r, "iou75"), errors])  # fmt: skip
     header = ["rank", "file", "AP gain if perfect", "TP/FP/FN @0.5", "TP/FP/FN @0.75", "errors"]
     intro = _note(
         "AP gain: segm AP (points) of the dataset with this image's predictions replaced by its "
-        f"ground truth, minus the AP ({analysis['totals']['AP']:.2f}). Counts: detections with "
-        f"score >= {analysis['score_threshold']:g}, mask IoU thresholds 0.5 and 0.75."
+        f"ground truth, minus the AP ({_points(analysis['totals']['AP'])}). Counts: detections "
+        f"with score >= {analysis['score_threshold']:g}, mask IoU thresholds 0.5 and 0.75."
     )
     return intro + _table(f"costly-images-{key}", header, rows)
 
@@ -106,7 +110,7 @@ def error_types_html(analysis: dict, key: str) -> str:
     totals = analysis["totals"]
     gains = totals["ap50_gain_if_removed"]
     rows = sorted(
-        ([name, count, "-" if gains.get(name) is None else f"{gains[name]:.2f}"]
+        ([name, count, _points(gains[name]) if name in gains else "-"]
          for name, count in totals["errors"].items()),
         key=lambda row: -row[1],
     )  # fmt: skip
