@@ -11,6 +11,7 @@ import pytest
 from analysis_fixtures import make_dicts, rectangle_annotation, register, unregister
 from pycocotools.cocoeval import COCOeval
 
+from instseg_d2.evaluation import error_analysis
 from instseg_d2.evaluation.annotation_candidates import find_candidates
 from instseg_d2.evaluation.curves import confusion_matrix, f1_thresholds, pr_curves
 from instseg_d2.evaluation.error_analysis import analyze_errors
@@ -146,6 +147,14 @@ def test_ap_gain_is_the_ap_of_the_image_made_perfect(dicts, dataset):
         assert record["ap_gain"] == pytest.approx(coco_ap(fixed) - base, abs=1e-9)
     gains = [r["ap_gain"] for r in analysis.images]
     assert gains == sorted(gains, reverse=True) and gains[-1] > 0  # every image has an error
+
+
+def test_large_datasets_are_ranked_by_errors_without_ap_gain(dicts, dataset, monkeypatch):
+    monkeypatch.setattr(error_analysis, "AP_GAIN_MAX_IMAGES", 2)
+    name = dataset(dicts)
+    records = analyse(name, predictions_with_each_error(name)).images
+    assert all(r["ap_gain"] is None for r in records)
+    assert [r["image_id"] for r in records] == [11, 12, 10]  # 2 FP + 1 FN, 1 + 2, 1 + 0
 
 
 def test_removed_annotation_is_a_missing_label_candidate(dicts, dataset):

@@ -23,9 +23,14 @@ Counts per image and in total are over the confident detections; the AP costs us
 * ``ap_gain`` of an image: segm AP (0.5:0.95, percent) of the dataset with that image's
   predictions replaced by its ground truth at score 1, minus the AP as it is. Exact, not a proxy:
   the other images' per-image matches are kept and only pycocotools' ``accumulate`` is rerun, so
-  the cost is one accumulate per image (a second for 50 images, minutes for thousands).
+  the cost is one accumulate per image, which grows with the dataset: quadratic in its size (a
+  second for 50 images, minutes for a thousand). Above ``AP_GAIN_MAX_IMAGES`` images it is not
+  computed (null) and the images are ranked by their false positives + false negatives at 0.5.
 * ``ap50_gain_if_removed`` of an error type: AP50 with every detection of that type ignored, minus
   AP50 (what the false positives of that type cost).
+
+Over 300 lines: the error types, the counts and both AP costs are computed from one set of
+matches and overlaps (``ErrorAnalysis``); split up, each part would have to rebuild them.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ MATCH_IOUS = (0.5, 0.75)
 ERROR_IOU = 0.5
 # Below this IoU a detection and a ground truth have nothing to do with each other (COCO "BG").
 BACKGROUND_IOU = 0.1
+# Largest dataset for which ap_gain is computed (module docstring: its cost is quadratic).
+AP_GAIN_MAX_IMAGES = 1000
 DETECTION_ERRORS = ("localisation", "duplicate", "class_confusion", "background")
 ERROR_TYPES = (*DETECTION_ERRORS, "missed")
 
@@ -281,7 +288,16 @@ def analyze_errors(
         for row in range(len(o.detection_ids))
     }
     analysis = ErrorAnalysis(gt, predictions, evaluation, score_threshold, overlaps, matches, types)
-    gains = ap_gain_per_image(analysis)
+    if len(overlaps) <= AP_GAIN_MAX_IMAGES:
+        gains = ap_gain_per_image(analysis)
+    else:
+        logger.warning(
+            "%d images: ap_gain is not computed above %d (its cost is quadratic); images are "
+            "ranked by false positives + false negatives at IoU 0.5",
+            len(overlaps),
+            AP_GAIN_MAX_IMAGES,
+        )
+        gains = dict.fromkeys(overlaps)
     records = []
     for image_id, o in overlaps.items():
         d = gt.dataset_dicts[gt.image_index[image_id]]
@@ -295,7 +311,11 @@ def analyze_errors(
                 **_image_counts(analysis, o),
             }
         )
-    records.sort(key=lambda r: -r["ap_gain"])
+    records.sort(
+        key=lambda r: (
+            -r["ap_gain"] if r["ap_gain"] is not None else -(r["iou50"]["fp"] + r["iou50"]["fn"])
+        )
+    )
     analysis.images = records
     analysis.totals = _totals(analysis)
     return analysis
