@@ -135,6 +135,17 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # Periodic checkpoints (model_<iter>.pth) kept on disk; older ones are deleted. 0 keeps all.
     # model_final.pth and model_best.pth are never deleted.
     cfg.INSTSEG.KEEP_CHECKPOINTS = 2
+    # Error analysis of each test set at the end of training / --eval-only, from the predictions
+    # the final evaluation wrote (no second inference), into OUTPUT_DIR/analysis/<dataset>: per
+    # image errors, annotation-error candidates, PR curves, confusion matrix; the report shows it.
+    cfg.INSTSEG.ERROR_ANALYSIS = type(cfg)()
+    cfg.INSTSEG.ERROR_ANALYSIS.ENABLED = True
+    # Detections at or above this score are the model's answer for counts, candidates and the
+    # confusion matrix (AP and the PR curves use every detection). The same default as the
+    # inference tools' --confidence-threshold.
+    cfg.INSTSEG.ERROR_ANALYSIS.SCORE_THRESH = 0.5
+    # Pictures drawn of the highest-ranked annotation-error candidates (the json lists them all).
+    cfg.INSTSEG.ERROR_ANALYSIS.NUM_PICTURES = 20
 
     # A 95% interval for the final AP/AP50/AP75 (final_metrics.json/.md, the report): the test
     # images are resampled with replacement and COCO AP recomputed on each sample from

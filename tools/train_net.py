@@ -8,10 +8,10 @@
 
 Without a GPU the run goes to the CPU (``MODEL.DEVICE cpu``, AMP off). Writes into OUTPUT_DIR
 (``--output``): metrics.json, TensorBoard events, config.yaml, model_final.pth, model_best.pth,
-last_checkpoint, final_metrics.json/.md (with 95% bootstrap intervals of AP and the seed) and
-(``INSTSEG.REPORT``) report.html; with ``INSTSEG.MLFLOW.ENABLED True`` also an MLflow run. With
-``TEST.AUG.ENABLED True`` the final evaluation is also run with test-time augmentation (rows
-``<dataset>_TTA`` in final_metrics).
+last_checkpoint, final_metrics.json/.md (with 95% bootstrap intervals of AP and the seed),
+(``INSTSEG.ERROR_ANALYSIS``) analysis/<dataset>/ and (``INSTSEG.REPORT``) report.html; with
+``INSTSEG.MLFLOW.ENABLED True`` also an MLflow run. With ``TEST.AUG.ENABLED True`` the final
+evaluation is also run with test-time augmentation (rows ``<dataset>_TTA`` in final_metrics).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 
 # Runnable as ``python tools/train_net.py`` from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,24 +34,10 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from instseg_d2.checkpoint import AtomicCheckpointer, resolve_weights  # noqa: E402
 from instseg_d2.engine.defaults import setup_config  # noqa: E402
-from instseg_d2.engine.final_metrics import write_final_metrics  # noqa: E402
-from instseg_d2.engine.mlflow_writer import log_final_results  # noqa: E402
 from instseg_d2.engine.trainer import Trainer  # noqa: E402
-from instseg_d2.engine.tta import with_tta_results  # noqa: E402
-from instseg_d2.evaluation.bootstrap import (  # noqa: E402
-    BootstrapError,
-    bootstrap_test_sets,
-    describe_method,
-)
 from instseg_d2.modeling.inference_step import prepare_for_inference  # noqa: E402
 from instseg_d2.utils.errors import UserError  # noqa: E402
-from instseg_d2.visualization.metrics import load_series  # noqa: E402
-from instseg_d2.visualization.plots import (  # noqa: E402
-    eval_metrics_figure,
-    learning_curve_figure,
-    save_figure,
-)
-from instseg_d2.visualization.report import write_report  # noqa: E402
+from instseg_d2.visualization.run_results import write_run_results  # noqa: E402
 
 logger = logging.getLogger("instseg_d2.train_net")
 
@@ -78,54 +63,6 @@ def setup(args):
     return cfg
 
 
-def _bootstrap_intervals(cfg) -> dict:
-    """95% intervals of the last evaluation's AP by resampling the test images (none if off)."""
-    samples, seed = cfg.INSTSEG.BOOTSTRAP.SAMPLES, cfg.INSTSEG.BOOTSTRAP.SEED
-    if samples <= 0:
-        return {}
-    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-    try:
-        return bootstrap_test_sets(cfg.OUTPUT_DIR, cfg.DATASETS.TEST, tasks, samples, seed)
-    except BootstrapError as exc:  # the metrics stand without their interval
-        logger.warning(f"No bootstrap interval: {exc}")
-        return {}
-
-
-def _log_to_mlflow(cfg, summary: dict) -> None:
-    """Final metrics, result files and the metric plots into the run's MLflow run."""
-    files = [os.path.join(cfg.OUTPUT_DIR, f) for f in ("final_metrics.json", "final_metrics.md",
-             "report.html", "metrics.json", "config.yaml")]  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        plots = []
-        if os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "metrics.json")):
-            runs = {os.path.basename(os.path.abspath(cfg.OUTPUT_DIR)): load_series(cfg.OUTPUT_DIR)}
-            plots = [save_figure(learning_curve_figure(runs), f"{tmp}/learning_curve.png"),
-                     save_figure(eval_metrics_figure(runs), f"{tmp}/eval_metrics.png")]  # fmt: skip
-        log_final_results(cfg, summary, files, plots)
-
-
-def _write_results(
-    cfg, results, weights: str, iteration, seed: int | None, tta_results=None
-) -> None:
-    """Final table with intervals (main process), the HTML report and MLflow when enabled.
-    ``seed``: the training's SEED (None for ``--eval-only``: the weights' own seed is unknown);
-    ``tta_results``: the evaluation with test-time augmentation, as ``<dataset>_TTA`` rows."""
-    if not comm.is_main_process() or not results:
-        return
-    intervals = _bootstrap_intervals(cfg)
-    method = describe_method(cfg.INSTSEG.BOOTSTRAP.SAMPLES, cfg.INSTSEG.BOOTSTRAP.SEED)
-    test_sets = cfg.DATASETS.TEST
-    if tta_results:
-        results, test_sets = with_tta_results(results, tta_results, test_sets)
-    summary = write_final_metrics(results, cfg.OUTPUT_DIR, test_sets, weights=weights,
-                                  iteration=iteration, seed=seed, intervals=intervals,
-                                  interval_method=method)  # fmt: skip
-    if cfg.INSTSEG.REPORT:
-        logger.info(f"Report: {write_report(cfg.OUTPUT_DIR)}")
-    if cfg.INSTSEG.MLFLOW.ENABLED:
-        _log_to_mlflow(cfg, summary)
-
-
 def evaluate(cfg, args):
     # The inference model (speed-up keys at "auto": on CPU), as BatchPredictor builds it.
     model = build_model(cfg)
@@ -137,7 +74,7 @@ def evaluate(cfg, args):
     prepare_for_inference(model, cfg)  # after loading: folds and casts the loaded weights
     results = Trainer.test(cfg, model)
     tta_results = Trainer.test_with_TTA(cfg, model) if cfg.TEST.AUG.ENABLED else None
-    _write_results(cfg, results, weights, extra.get("iteration"), None, tta_results)
+    write_run_results(cfg, results, weights, extra.get("iteration"), None, tta_results)
     return results
 
 
@@ -162,7 +99,7 @@ def train(cfg, args):
         raise TrainingDiverged(f"training diverged (NaN/Inf loss). {exc}\n{where}") from None
     results = getattr(trainer, "_last_eval_results", None)
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-    _write_results(cfg, results, final, trainer.iter, cfg.SEED,
+    write_run_results(cfg, results, final, trainer.iter, cfg.SEED,
                    getattr(trainer, "_last_tta_results", None))  # fmt: skip
     return results
 

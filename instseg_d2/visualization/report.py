@@ -25,6 +25,7 @@ from ..engine.metrics_file import METRICS_FILE, MetricsFileError, load_metrics_r
 from ..engine.predictor import BatchPredictor
 from ..utils.atomic import atomic_write
 from ..utils.errors import UserError
+from .analysis_report import analysis_sections_html
 from .metrics import extract_series, last_eval_metrics
 from .plots import eval_metrics_figure, figure_png_bytes, learning_curve_figure
 from .split_panels import compare_split
@@ -259,7 +260,8 @@ def write_report(
 
     Sections: final metrics (final_metrics.json, else the last evaluation in metrics.json),
     learning curve and validation metrics plots, ``num_samples`` comparison panels (0 skips
-    them; they need config.yaml, a checkpoint and the test dataset) and the config.
+    them; they need config.yaml, a checkpoint and the test dataset), the error analysis of
+    ``OUTPUT_DIR/analysis/<dataset>/`` (:mod:`.analysis_report`) and the config.
     """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
@@ -318,6 +320,7 @@ def write_report(
 <section id="metrics"><h2>Final metrics</h2>{metrics_html}</section>
 <section id="plots"><h2>Training curves</h2>{plots_html}</section>
 <section id="samples"><h2>Sample predictions</h2>{samples_html}</section>
+{analysis_sections_html(output_dir)}
 <section id="config"><h2>Config</h2>{config_html}</section>
 <script>{_IMAGES_LOADED_SCRIPT}</script>
 </body>
