@@ -11,7 +11,7 @@ interrupted ablation continues where it stopped.
     python benchmarks/augmentation_ablation.py --config-file CPU_CONFIG --output output/ablation
     python benchmarks/augmentation_ablation.py --config-file CPU_CONFIG --output output/abl_lsj \\
         --variants baseline lsj --seeds 0 1 2 INSTSEG.AUG.LSJ.SIZE 384
-    python benchmarks/augmentation_ablation.py --config-file CPU_CONFIG --output /tmp/a --smoke
+    python benchmarks/augmentation_ablation.py --config-file CPU_CONFIG --output output/ablation_smoke --smoke
 
 where CPU_CONFIG is configs/PennFudan/mask_rcnn_R_18_FPN_gn_scratch_cpu.yaml; trailing
 ``KEY VALUE`` overrides apply to every run, ``--smoke`` makes the runs tiny (for the tests).
@@ -41,8 +41,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation notices)
 
 # isort: split
-from instseg_d2.benchmark.timing import machine_info  # noqa: E402
-
+from benchmarks.timing import machine_info  # noqa: E402
 from instseg_d2.config import load_config  # noqa: E402
 from instseg_d2.engine.metrics_file import metric_series  # noqa: E402
 from instseg_d2.utils.atomic import atomic_write  # noqa: E402

@@ -3,7 +3,7 @@
 
     python datasets/make_two_class_example.py            # the *_mini sets: 10+10 train, 5+5 val
     python datasets/make_two_class_example.py --full     # all: 120+61 train, 50+13 val
-    python datasets/make_two_class_example.py --output /tmp/two_class --copy-images
+    python datasets/make_two_class_example.py --output output/two_class --copy-images
 
 Pedestrians come from Penn-Fudan (RLE masks), balloons from balloon (VIA polygons); the classes
 are pedestrian (0) and balloon (1). Each format goes to ``<output>/<format>/`` with its dataset

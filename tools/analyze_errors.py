@@ -5,7 +5,7 @@
         --dataset pennfudan_val --output output/pennfudan/analysis/pennfudan_val
     python tools/analyze_errors.py --config-file output/pennfudan/config.yaml \
         --predictions output/pennfudan/inference/pennfudan_val/coco_instances_results.json \
-        --dataset pennfudan_val --output /tmp/analysis
+        --dataset pennfudan_val --output output/analysis
 
 Without --predictions the model (--weights, else MODEL.WEIGHTS, else the run's model_final.pth)
 runs over the dataset and its predictions are kept as predictions.json. Writes

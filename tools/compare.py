@@ -4,7 +4,7 @@
 Example::
 
     python tools/compare.py --config-file output/pennfudan/config.yaml \
-        --dataset pennfudan_val --num-images 5 --output /tmp/panels
+        --dataset pennfudan_val --num-images 5 --output output/panels
 
 Writes one ``<file>_panel.png`` per image (three times the image's width, a header with the
 column titles and the image's TP/FP/FN) and ``matches.json`` with the per-image and total counts.

@@ -4,7 +4,7 @@
 Examples::
 
     python tools/infer.py --config-file output/pennfudan_cpu/config.yaml \
-        --input ../shared/data/PennFudanPed/PNGImages --output /tmp/infer
+        --input ../shared/data/PennFudanPed/PNGImages --output output/infer
     python tools/infer.py --config-file configs/Balloon/mask_rcnn_R_18_FPN_gn_scratch_cpu.yaml \
         --weights output/balloon_cpu/model_final.pth --input "photos/*.jpg" --output out --splash
 

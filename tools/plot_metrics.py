@@ -3,7 +3,7 @@
 
 Example::
 
-    python tools/plot_metrics.py output/run_a output/run_b --output /tmp/plots
+    python tools/plot_metrics.py output/run_a output/run_b --output output/plots
 
 Writes ``learning_curve.png`` (total and per-term training loss, raw and smoothed, with the
 validation loss) and ``eval_metrics.png`` (bbox and segm AP, AP50, AP75 over iterations) into

@@ -4,7 +4,7 @@
 Examples::
 
     python tools/predict_exported.py --model export/pennfudan_onnx \
-        --input ../shared/data/PennFudanPed/PNGImages --output /tmp/predict
+        --input ../shared/data/PennFudanPed/PNGImages --output output/predict
     python tools/predict_exported.py --model export/pennfudan_ts --input "photos/*.jpg" \
         --output out --splash --threads 2
 

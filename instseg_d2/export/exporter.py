@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from torch import nn
 
 from ..checkpoint import resolve_weights
@@ -98,8 +99,12 @@ def _check_request(cfg: CfgNode, fmt: str, variant: str) -> None:
         )
     if cfg.MODEL.DEVICE != "cpu":
         raise ExportError(f"export runs on the CPU; got MODEL.DEVICE {cfg.MODEL.DEVICE}")
-    if not cfg.MODEL.MASK_ON or cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
-        raise ExportError("export supports Mask R-CNN (GeneralizedRCNN with MODEL.MASK_ON True)")
+    meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    if not cfg.MODEL.MASK_ON or not issubclass(meta_arch, GeneralizedRCNN):
+        raise ExportError(
+            "export supports Mask R-CNN (a GeneralizedRCNN such as InstSegRCNN, with "
+            f"MODEL.MASK_ON True); got {cfg.MODEL.META_ARCHITECTURE}, MASK_ON {cfg.MODEL.MASK_ON}"
+        )
 
 
 def write_artifact(

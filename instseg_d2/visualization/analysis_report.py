@@ -8,7 +8,6 @@ curves with the F1-maximising thresholds, and the confusion matrix. Everything i
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
@@ -21,6 +20,7 @@ from .error_analysis_files import (
     PR_CURVES_FILE,
     PR_CURVES_PLOT,
 )
+from .html import embedded_file, note
 
 NUM_PICTURES = 10
 NUM_ROWS = 15
@@ -28,15 +28,6 @@ NUM_ROWS = 15
 
 def _esc(value) -> str:
     return html.escape(str(value))
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_esc(text)}</p>'
-
-
-def _embedded(path: Path, mime: str, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:{mime};base64,{data}" alt="{_esc(alt)}">'
 
 
 def _table(table_id: str, header: list[str], rows: list[list]) -> str:
@@ -55,8 +46,8 @@ def candidates_html(folder: Path, key: str) -> str:
     entries = data["candidates"]
     kinds = ", ".join(f"{kind}: {n}" for kind, n in data["kinds"].items())
     if not entries:
-        return _note(f"No candidate ({kinds}).")
-    parts = [_note(
+        return note(f"No candidate ({kinds}).")
+    parts = [note(
         f"{len(entries)} candidates ({kinds}), highest score first; detections count from "
         f"score {data['score_threshold']:g}. The full list with annotation ids: "
         f"{ANALYSIS_DIR}/{folder.name}/annotation_candidates.md / .json."
@@ -68,7 +59,7 @@ def candidates_html(folder: Path, key: str) -> str:
         ids = ", ".join(str(a["annotation_id"]) for a in e["annotations"]) or "none"
         caption = (f"#{e['rank']} {e['kind']}, score {e['score']:.2f}: {Path(e['file_name']).name}"
                    f" (image id {e['image_id']}, annotation ids {ids}): {e['note']}")  # fmt: skip
-        image = _embedded(picture, "image/jpeg", f"candidate {e['rank']}")
+        image = embedded_file(picture, "image/jpeg", f"candidate {e['rank']}")
         parts.append(f"<figure>{image}<figcaption>{_esc(caption)}</figcaption></figure>")
     rows = [
         [e["rank"], e["kind"], f"{e['score']:.2f}", Path(e["file_name"]).name, e["image_id"],
@@ -98,7 +89,7 @@ def costly_images_html(analysis: dict, key: str) -> str:
         rows.append([rank, Path(r["file_name"]).name, _points(r["ap_gain"]), _counts(r, "iou50"),
                      _counts(r, "iou75"), errors])  # fmt: skip
     header = ["rank", "file", "AP gain if perfect", "TP/FP/FN @0.5", "TP/FP/FN @0.75", "errors"]
-    intro = _note(
+    intro = note(
         "AP gain: segm AP (points) of the dataset with this image's predictions replaced by its "
         f"ground truth, minus the AP ({_points(analysis['totals']['AP'])}). Counts: detections "
         f"with score >= {analysis['score_threshold']:g}, mask IoU thresholds 0.5 and 0.75."
@@ -114,7 +105,7 @@ def error_types_html(analysis: dict, key: str) -> str:
          for name, count in totals["errors"].items()),
         key=lambda row: -row[1],
     )  # fmt: skip
-    intro = _note(
+    intro = note(
         f"COCO error types at mask IoU 0.5 of the detections with score >= "
         f"{analysis['score_threshold']:g} (missed: ground truth no such detection overlaps at "
         "IoU 0.1); AP50 gain: what removing every detection of that type would add to AP50. "
@@ -132,8 +123,8 @@ def pr_curves_html(folder: Path, key: str) -> str:
         key=lambda row: row[2],
     )  # fmt: skip
     header = ["class", "score threshold (max F1)", "F1", "precision", "recall", "ground truth"]
-    return (_embedded(folder / PR_CURVES_PLOT, "image/png", "precision-recall curves")
-            + _note("Score threshold with the highest F1 at mask IoU 0.5, worst class first.")
+    return (embedded_file(folder / PR_CURVES_PLOT, "image/png", "precision-recall curves")
+            + note("Score threshold with the highest F1 at mask IoU 0.5, worst class first.")
             + _table(f"f1-thresholds-{key}", header, rows))  # fmt: skip
 
 
@@ -149,11 +140,11 @@ def dataset_sections_html(folder: Path) -> str:
             ("error-types", "Error types", error_types_html(analysis, key)),
             ("pr-curves", "Precision-recall curves", pr_curves_html(folder, key)),
             ("confusion-matrix", "Confusion matrix",
-             _embedded(folder / CONFUSION_PLOT, "image/png", "confusion matrix")),
+             embedded_file(folder / CONFUSION_PLOT, "image/png", "confusion matrix")),
         ]  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return (f'<section id="error-analysis-{key}"><h2>Error analysis: {_esc(name)}</h2>'
-                f"{_note(f'{folder}: the analysis files are incomplete or unreadable ({exc}).')}"
+                f"{note(f'{folder}: the analysis files are incomplete or unreadable ({exc}).')}"
                 "</section>")  # fmt: skip
     return "".join(
         f'<section id="{sid}-{key}"><h2>{_esc(title)}: {_esc(name)}</h2>{body}</section>'
@@ -169,7 +160,7 @@ def analysis_sections_html(run_dir: str | Path) -> str:
     if not folders:
         return (
             '<section id="error-analysis"><h2>Error analysis</h2>'
-            + _note(
+            + note(
                 f"No {ANALYSIS_DIR}/<dataset>/{ERROR_ANALYSIS_FILE} in the run folder: it is "
                 "written at the end of training (INSTSEG.ERROR_ANALYSIS.ENABLED) or by "
                 "tools/analyze_errors.py --output RUN/analysis/<dataset>."
