@@ -151,3 +151,32 @@ def test_plot_tool_reads_a_real_training_run(tiny_training_run, tmp_path):
         np.testing.assert_allclose(series[key].values, [expected[k] for k in sorted(expected)])
     assert _plot_tool().main([str(tiny_training_run), "--output", str(tmp_path)]) == 0
     assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_results_table_rows_come_from_the_runs_own_files(tmp_path, capsys):
+    """tools/results_table.py quotes final_metrics.json (with its interval) and metrics.json."""
+    spec = importlib.util.spec_from_file_location(
+        "results_table", REPO_ROOT / "tools/results_table.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    run = tmp_path / "run_a"
+    run.mkdir()
+    final = {
+        "iteration": 239,
+        "seed": 7,
+        "bbox": {"AP": 31.24, "AP50": 70.0},
+        "segm": {"AP": 20.0, "AP50": 60.55},
+        "segm_ci95": {"AP": [15.04, 25.26]},
+    }
+    (run / "final_metrics.json").write_text(json.dumps(final))
+    write_metrics(
+        run / "metrics.json", [{"iteration": i, "time": t} for i, t in enumerate([1.0, 3.0, 2.0])]
+    )
+    assert tool.main([str(run)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row == "| run_a | 239 | 7 | 31.2 / 70.0 | 20.0 [15.0, 25.3] / 60.5 | 2.00 |"
+    from instseg_d2.utils.errors import UserError
+
+    with pytest.raises(UserError, match="final_metrics.json: not found"):
+        tool.main([str(tmp_path / "nowhere")])
