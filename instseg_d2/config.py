@@ -115,6 +115,9 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # RoIAlign (forward and backward) as embedding_bag sums over the CPU feature maps:
     # torchvision's CPU RoIAlign kernels run on one core.
     cfg.INSTSEG.CPU_ROI_ALIGN = "auto"
+    # GroupNorm of channels-last CPU maps computed on an NCHW copy: PyTorch's channels-last
+    # GroupNorm kernels (bf16 above all) are far slower than its NCHW ones. No-op without GN.
+    cfg.INSTSEG.NCHW_GROUP_NORM = "auto"
     # What "auto" means above when the Trainer builds its model, on any device: the speed-ups
     # also shorten a training step on a GPU.
     cfg.INSTSEG.OPTIMIZE_TRAINING = True

@@ -1,0 +1,200 @@
+"""The training-step speed-ups of the GroupNorm CPU recipe keep the training dynamics.
+
+Each component is checked on its own against what it replaces, then the whole model of the CPU
+recipe (``configs/PennFudan/mask_rcnn_R_18_FPN_gn_scratch_cpu.yaml``, ResNet-18 with GroupNorm
+everywhere, 128 px) against the same model built without them: the same losses and gradients up
+to float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import CPU_CONFIG
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+from instseg_d2.config import load_config
+from instseg_d2.modeling.group_norm import NCHWGroupNorm, build_nchw_group_norms
+
+CL = torch.channels_last
+
+
+def _channels_last(*shape: int, dtype=torch.float32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g) * 3 + 1
+    return x.to(dtype).contiguous(memory_format=CL).requires_grad_()
+
+
+def _norm_pair(channels: int, groups: int = 4) -> tuple[nn.GroupNorm, NCHWGroupNorm]:
+    torch.manual_seed(0)
+    plain = nn.GroupNorm(groups, channels)
+    with torch.no_grad():  # not the identity affine of a fresh GroupNorm
+        plain.weight.uniform_(0.5, 1.5)
+        plain.bias.uniform_(-0.5, 0.5)
+    return plain, NCHWGroupNorm.from_group_norm(copy.deepcopy(plain))
+
+
+def _outputs_and_grads(norm: nn.Module, x: torch.Tensor, autocast: bool = False):
+    x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+    norm.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = norm(x)
+    g = torch.Generator().manual_seed(1)
+    y.backward(torch.randn(y.shape, generator=g).to(y.dtype))
+    return y, [x.grad, norm.weight.grad, norm.bias.grad]
+
+
+def test_nchw_group_norm_equals_group_norm_on_channels_last_maps():
+    plain, ours = _norm_pair(16)
+    x = _channels_last(3, 16, 9, 11)
+    y_plain, grads_plain = _outputs_and_grads(plain, x)
+    y_ours, grads_ours = _outputs_and_grads(ours, x)
+    assert y_ours.is_contiguous(memory_format=CL)  # the next conv gets the layout it runs fast on
+    torch.testing.assert_close(y_ours, y_plain, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads_ours, grads_plain, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert grads_ours[0].is_contiguous(memory_format=CL)
+
+
+def test_nchw_group_norm_under_bf16_autocast_is_as_close_to_fp64_as_group_norm():
+    plain, ours = _norm_pair(32, groups=8)
+    x = _channels_last(2, 32, 12, 10, dtype=torch.bfloat16)
+    y_plain, grads_plain = _outputs_and_grads(plain, x, autocast=True)
+    y_ours, grads_ours = _outputs_and_grads(ours, x, autocast=True)
+    assert y_ours.dtype == y_plain.dtype == torch.bfloat16
+    reference = copy.deepcopy(plain).double()
+    y_ref, grads_ref = _outputs_and_grads(reference, x.double().contiguous(memory_format=CL))
+    for got, expected, ref in zip(
+        [y_ours, *grads_ours], [y_plain, *grads_plain], [y_ref, *grads_ref], strict=True
+    ):
+        error = (got.double() - ref).abs().max()
+        # bf16 rounding of the outputs (8 bits of mantissa); the other kernel is no worse.
+        assert error <= max(1.5 * (expected.double() - ref).abs().max(), 1e-6), error
+        torch.testing.assert_close(got.double(), ref, rtol=2e-2, atol=5e-2)
+
+
+def test_nchw_group_norm_leaves_nchw_input_to_group_norm():
+    plain, ours = _norm_pair(8, groups=2)
+    x = torch.randn(2, 8, 5, 7)
+    assert torch.equal(ours(x), plain(x))
+    assert ours(x).is_contiguous()
+
+
+def test_build_nchw_group_norms_shares_parameters_and_keeps_other_norms():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.BatchNorm2d(8))
+    weight = model[1].weight
+    keys = model.state_dict().keys()
+    assert build_nchw_group_norms(model) == 1
+    assert type(model[1]) is NCHWGroupNorm and model[1].weight is weight
+    assert type(model[2]) is nn.BatchNorm2d
+    assert model.state_dict().keys() == keys
+    assert build_nchw_group_norms(model) == 0  # already replaced
+
+
+# ---- the CPU recipe's model --------------------------------------------------------------------
+
+TINY_MODEL_OPTS = [
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
+]  # fmt: skip
+ALL_ON = ["INSTSEG.CHANNELS_LAST", "always", "INSTSEG.NCHW_GROUP_NORM", "always"]
+# The speed-ups of this file off; channels-last convs stay on in both models.
+NONE_OF_THEM = ["INSTSEG.CHANNELS_LAST", "always", "INSTSEG.NCHW_GROUP_NORM", "never"]
+
+
+def _recipe_cfg(*opts: str):
+    return load_config(CPU_CONFIG, [*TINY_MODEL_OPTS, *opts])
+
+
+@pytest.fixture(scope="module")
+def recipe_models():
+    """The CPU recipe's model with this file's speed-ups off and on, the same random weights."""
+    torch.manual_seed(0)
+    plain = build_model(_recipe_cfg(*NONE_OF_THEM))
+    torch.manual_seed(0)
+    ours = build_model(_recipe_cfg(*ALL_ON))
+    return plain, ours
+
+
+def test_keys_build_the_components(recipe_models):
+    plain, ours = recipe_models
+    norms = [m for m in ours.modules() if isinstance(m, nn.GroupNorm)]
+    # ResNet-18: 17 convs and 3 shortcuts; FPN: 4 lateral and 4 output convs; mask head: 4.
+    assert len(norms) == 32 and all(type(m) is NCHWGroupNorm for m in norms)
+    assert not any(isinstance(m, NCHWGroupNorm) for m in plain.modules())
+    assert "NCHWGroupNorm" in repr(ours)  # what Detectron2 logs as the run's model
+
+
+def test_speedups_keep_state_dict_and_initial_weights(recipe_models):
+    plain, ours = recipe_models
+    a, b = plain.state_dict(), ours.state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same initial weights
+
+
+def _training_batch() -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8, generator=g).float()
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 110.0], [80.0, 5.0, 150.0, 90.0]])
+    masks = torch.zeros(2, 128, 160, dtype=torch.bool)
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist(), strict=True):
+        mask[y1:y2, x1:x2] = True
+    instances = Instances((128, 160), gt_boxes=Boxes(boxes), gt_classes=torch.zeros(2).long())
+    instances.gt_masks = BitMasks(masks)
+    return [{"image": image, "instances": instances}]
+
+
+def _losses_and_grads(model: nn.Module, bf16: bool = False) -> tuple[dict, dict]:
+    model = copy.deepcopy(model).train()
+    torch.manual_seed(0)  # RPN and RoI sampling draw the same random numbers in both models
+    with EventStorage(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        losses = model(_training_batch())
+    sum(losses.values()).backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in losses.items()}, grads
+
+
+def test_speedups_keep_training_losses_and_gradients(recipe_models):
+    plain, ours = recipe_models
+    losses_a, grads_a = _losses_and_grads(plain)
+    losses_b, grads_b = _losses_and_grads(ours)
+    assert losses_b.keys() == losses_a.keys()
+    for name, value in losses_a.items():
+        torch.testing.assert_close(losses_b[name], value, rtol=1e-4, atol=1e-4)
+    assert grads_b.keys() == grads_a.keys() and len(grads_a) > 100
+    for name, grad in grads_a.items():
+        # Float rounding amplified through the network, as in test_model_speedups.py: 1% of the
+        # largest entry, per tensor.
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(grads_b[name], grad, rtol=0, atol=1e-2 * scale)
+
+
+def test_speedups_keep_bf16_training_losses(recipe_models):
+    # Under bf16 autocast both models round to bf16 at different places (the norms sum in
+    # another order): the losses agree to bf16 precision.
+    plain, ours = recipe_models
+    losses_a, _ = _losses_and_grads(plain, bf16=True)
+    losses_b, _ = _losses_and_grads(ours, bf16=True)
+    for name, value in losses_a.items():
+        torch.testing.assert_close(losses_b[name], value, rtol=3e-2, atol=3e-2)
+
+
+def test_group_norm_input_layout_is_what_the_norm_expects(recipe_models):
+    # The norm after a channels-last conv sees channels-last maps (else it would be a no-op).
+    _, ours = recipe_models
+    seen = []
+    norm = ours.backbone.bottom_up.res2[0].conv1.norm
+    handle = norm.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=CL))
+    )
+    try:
+        with torch.no_grad():
+            ours.eval()([{"image": _training_batch()[0]["image"], "height": 128, "width": 160}])
+    finally:
+        handle.remove()
+    assert seen == [True]
