@@ -118,6 +118,9 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # GroupNorm of channels-last CPU maps computed on an NCHW copy: PyTorch's channels-last
     # GroupNorm kernels (bf16 above all) are far slower than its NCHW ones. No-op without GN.
     cfg.INSTSEG.NCHW_GROUP_NORM = "auto"
+    # The RPN selects each image's proposals (top-k, NMS) on a thread of its own: torchvision's
+    # CPU NMS runs on one core. Exactly the same proposals.
+    cfg.INSTSEG.PARALLEL_PROPOSALS = "auto"
     # What "auto" means above when the Trainer builds its model, on any device: the speed-ups
     # also shorten a training step on a GPU.
     cfg.INSTSEG.OPTIMIZE_TRAINING = True

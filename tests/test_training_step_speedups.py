@@ -102,9 +102,19 @@ TINY_MODEL_OPTS = [
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
     "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
 ]  # fmt: skip
-ALL_ON = ["INSTSEG.CHANNELS_LAST", "always", "INSTSEG.NCHW_GROUP_NORM", "always"]
+STEP_KEYS = ("INSTSEG.NCHW_GROUP_NORM", "INSTSEG.PARALLEL_PROPOSALS")
+ALL_ON = ["INSTSEG.CHANNELS_LAST", "always", *(x for k in STEP_KEYS for x in (k, "always"))]
 # The speed-ups of this file off; channels-last convs stay on in both models.
-NONE_OF_THEM = ["INSTSEG.CHANNELS_LAST", "always", "INSTSEG.NCHW_GROUP_NORM", "never"]
+NONE_OF_THEM = ["INSTSEG.CHANNELS_LAST", "always", *(x for k in STEP_KEYS for x in (k, "never"))]
+
+
+@pytest.fixture
+def two_threads():
+    """The RPN's threads need more than one torch thread (CI machines may have one core)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _recipe_cfg(*opts: str):
@@ -128,6 +138,8 @@ def test_keys_build_the_components(recipe_models):
     assert len(norms) == 32 and all(type(m) is NCHWGroupNorm for m in norms)
     assert not any(isinstance(m, NCHWGroupNorm) for m in plain.modules())
     assert "NCHWGroupNorm" in repr(ours)  # what Detectron2 logs as the run's model
+    assert ours.proposal_generator.parallel_proposals
+    assert not plain.proposal_generator.parallel_proposals
 
 
 def test_speedups_keep_state_dict_and_initial_weights(recipe_models):
@@ -137,16 +149,21 @@ def test_speedups_keep_state_dict_and_initial_weights(recipe_models):
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same initial weights
 
 
-def _training_batch() -> list[dict]:
-    g = torch.Generator().manual_seed(0)
-    image = torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8, generator=g).float()
+def _training_image(seed: int, height: int = 128, width: int = 160) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g).float()
     boxes = torch.tensor([[10.0, 20.0, 60.0, 110.0], [80.0, 5.0, 150.0, 90.0]])
-    masks = torch.zeros(2, 128, 160, dtype=torch.bool)
+    masks = torch.zeros(2, height, width, dtype=torch.bool)
     for mask, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist(), strict=True):
         mask[y1:y2, x1:x2] = True
-    instances = Instances((128, 160), gt_boxes=Boxes(boxes), gt_classes=torch.zeros(2).long())
+    instances = Instances((height, width), gt_boxes=Boxes(boxes), gt_classes=torch.zeros(2).long())
     instances.gt_masks = BitMasks(masks)
-    return [{"image": image, "instances": instances}]
+    return {"image": image, "instances": instances}
+
+
+def _training_batch() -> list[dict]:
+    """Two images of different sizes: the RPN's per-image threads have work to share."""
+    return [_training_image(0), _training_image(1, height=112, width=144)]
 
 
 def _losses_and_grads(model: nn.Module, bf16: bool = False) -> tuple[dict, dict]:
@@ -159,7 +176,7 @@ def _losses_and_grads(model: nn.Module, bf16: bool = False) -> tuple[dict, dict]
     return {k: v.detach() for k, v in losses.items()}, grads
 
 
-def test_speedups_keep_training_losses_and_gradients(recipe_models):
+def test_speedups_keep_training_losses_and_gradients(recipe_models, two_threads):
     plain, ours = recipe_models
     losses_a, grads_a = _losses_and_grads(plain)
     losses_b, grads_b = _losses_and_grads(ours)
@@ -194,7 +211,50 @@ def test_group_norm_input_layout_is_what_the_norm_expects(recipe_models):
     )
     try:
         with torch.no_grad():
-            ours.eval()([{"image": _training_batch()[0]["image"], "height": 128, "width": 160}])
+            ours.eval()([{"image": _training_image(0)["image"], "height": 128, "width": 160}])
     finally:
         handle.remove()
     assert seen == [True]
+
+
+def _rpn_outputs(rpn, num_images: int, seed: int = 0):
+    """Random objectness logits and anchor deltas for the RPN's anchors on 128x160 images."""
+    g = torch.Generator().manual_seed(seed)
+    strides = [4, 8, 16, 32, 64]
+    features = [torch.zeros(num_images, 1, 128 // s, 160 // s) for s in strides]
+    anchors = rpn.anchor_generator(features)
+    # Outputs of the RPN head: they require grad, the proposals chosen from them must not.
+    logits = [torch.randn(num_images, len(a), generator=g).requires_grad_() for a in anchors]
+    # Small deltas: proposals near their anchors, which overlap, so that NMS removes many.
+    deltas = [torch.randn(num_images, len(a), 4, generator=g) * 0.2 for a in anchors]
+    sizes = [(128, 160), (100, 150), (128, 90)][:num_images]
+    return anchors, logits, deltas, sizes
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_parallel_proposals_are_those_of_detectron2s_rpn(recipe_models, two_threads, training):
+    from detectron2.modeling.proposal_generator.rpn import RPN
+
+    _, ours = recipe_models
+    rpn = copy.deepcopy(ours.proposal_generator).train(training)
+    args = _rpn_outputs(rpn, num_images=3)
+    expected = RPN.predict_proposals(rpn, *args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16 training step
+        got = rpn.predict_proposals(*args)
+    assert len(got) == 3
+    for a, b in zip(got, expected, strict=True):
+        assert a.image_size == b.image_size
+        assert 0 < len(b) < sum(len(x) for x in args[0])  # NMS removed some
+        assert torch.equal(a.proposal_boxes.tensor, b.proposal_boxes.tensor)
+        assert torch.equal(a.objectness_logits, b.objectness_logits)
+        assert not a.objectness_logits.requires_grad
+
+
+def test_parallel_proposals_keep_the_divergence_error(recipe_models, two_threads):
+    _, ours = recipe_models
+    rpn = copy.deepcopy(ours.proposal_generator).train()
+    anchors, logits, deltas, sizes = _rpn_outputs(rpn, num_images=2)
+    with torch.no_grad():
+        logits[0][1, 5] = float("nan")
+    with pytest.raises(FloatingPointError, match="Training has diverged"):
+        rpn.predict_proposals(anchors, logits, deltas, sizes)
