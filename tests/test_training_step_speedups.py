@@ -102,7 +102,7 @@ TINY_MODEL_OPTS = [
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
     "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
 ]  # fmt: skip
-STEP_KEYS = ("INSTSEG.NCHW_GROUP_NORM", "INSTSEG.PARALLEL_PROPOSALS")
+STEP_KEYS = ("INSTSEG.NCHW_GROUP_NORM", "INSTSEG.PARALLEL_PROPOSALS", "INSTSEG.FUSED_RPN_OUTPUTS")
 ALL_ON = ["INSTSEG.CHANNELS_LAST", "always", *(x for k in STEP_KEYS for x in (k, "always"))]
 # The speed-ups of this file off; channels-last convs stay on in both models.
 NONE_OF_THEM = ["INSTSEG.CHANNELS_LAST", "always", *(x for k in STEP_KEYS for x in (k, "never"))]
@@ -140,6 +140,8 @@ def test_keys_build_the_components(recipe_models):
     assert "NCHWGroupNorm" in repr(ours)  # what Detectron2 logs as the run's model
     assert ours.proposal_generator.parallel_proposals
     assert not plain.proposal_generator.parallel_proposals
+    assert ours.proposal_generator.rpn_head.fused_outputs
+    assert not plain.proposal_generator.rpn_head.fused_outputs
 
 
 def test_speedups_keep_state_dict_and_initial_weights(recipe_models):
@@ -258,3 +260,32 @@ def test_parallel_proposals_keep_the_divergence_error(recipe_models, two_threads
         logits[0][1, 5] = float("nan")
     with pytest.raises(FloatingPointError, match="Training has diverged"):
         rpn.predict_proposals(anchors, logits, deltas, sizes)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_rpn_outputs_equal_the_two_convs(recipe_models, bf16):
+    plain, ours = recipe_models
+    fused = copy.deepcopy(ours.proposal_generator.rpn_head)
+    separate = copy.deepcopy(plain.proposal_generator.rpn_head)
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(2, 256, h, w, generator=g) for h, w in ((16, 20), (8, 10))]
+    results = []
+    for head in (separate, fused):
+        inputs = [m.to(torch.bfloat16 if bf16 else torch.float32) for m in maps]
+        inputs = [m.contiguous(memory_format=CL).requires_grad_() for m in inputs]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            objectness, deltas = head(inputs)
+        loss = sum((o * o.detach().sign()).sum() for o in objectness) + sum(
+            (d * d.detach().cos()).sum() for d in deltas
+        )
+        loss.backward()
+        grads = [m.grad for m in inputs] + [p.grad for p in head.parameters()]
+        results.append((objectness + deltas, grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    for a, b in zip(out_a, out_b, strict=True):
+        assert a.shape == b.shape and b.dtype == torch.float32  # fp32 outputs under autocast
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        # The fused conv adds the two gradients of the map in fp32, then rounds once.
+        tol = 1e-2 * a.abs().max().item() if bf16 else 1e-4 * a.abs().max().item()
+        torch.testing.assert_close(b.float(), a.float(), rtol=0, atol=tol)

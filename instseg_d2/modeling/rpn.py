@@ -4,7 +4,10 @@ its RPN with each image's proposals selected on a thread of its own.
 - ``InstSegRPNHead``: the objectness and anchor-delta 1x1 convs produce what the RPN's NMS and
   top-k compare; under autocast their rounding would reorder proposals, while they cost well
   under 1% of the time. Same parameters and state-dict keys; without autocast it computes what
-  ``StandardRPNHead`` does.
+  ``StandardRPNHead`` does. ``INSTSEG.FUSED_RPN_OUTPUTS``: both 1x1 convs run as one conv (their
+  weights stacked, on every call) over a single fp32 copy of the map, instead of two convs that
+  each copy the map to fp32 and read it: on the stride-4 level of a batch that copy is tens of
+  MB, forward and backward. Each output channel is the same dot product (float rounding aside).
 - ``InstSegRPN`` (``INSTSEG.PARALLEL_PROPOSALS``): choosing the proposals of an image (top-k per
   level, NMS per level, top-k overall) is independent of the other images, and torchvision's CPU
   NMS runs on one core while the others wait; with a batch of several images on CPU, each
@@ -22,6 +25,7 @@ from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, 
 from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 from detectron2.modeling.proposal_generator.rpn import RPN, StandardRPNHead
 from detectron2.structures import Boxes, Instances
+from torch.nn import functional as F
 
 from .precision import run_in_fp32
 from .speedups import speedup_enabled
@@ -36,6 +40,30 @@ class InstSegRPNHead(StandardRPNHead):
     # Children kept in fp32 when the inference build step stores the other weights in bf16.
     FP32_LAYERS = ("objectness_logits", "anchor_deltas")
 
+    @configurable
+    def __init__(self, *, fused_outputs: bool = False, **kwargs):
+        """
+        Args:
+            fused_outputs: run the objectness and anchor-delta convs as one conv.
+            kwargs: the arguments of ``StandardRPNHead``.
+        """
+        super().__init__(**kwargs)
+        self.fused_outputs = fused_outputs
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["fused_outputs"] = speedup_enabled(cfg, "INSTSEG.FUSED_RPN_OUTPUTS")
+        return ret
+
+    def _fused_outputs(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objectness logits and anchor deltas of the map ``t`` from one conv."""
+        objectness, deltas = self.objectness_logits, self.anchor_deltas
+        weight = torch.cat([objectness.weight, deltas.weight])
+        bias = torch.cat([objectness.bias, deltas.bias])
+        out = F.conv2d(t, weight.to(t.dtype), bias.to(t.dtype))
+        return out[:, : objectness.out_channels], out[:, objectness.out_channels :]
+
     def forward(
         self, features: list[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -43,8 +71,13 @@ class InstSegRPNHead(StandardRPNHead):
         pred_anchor_deltas = []
         for x in features:
             t = self.conv(x)
-            pred_objectness_logits.append(run_in_fp32(self.objectness_logits, t))
-            pred_anchor_deltas.append(run_in_fp32(self.anchor_deltas, t))
+            if self.fused_outputs:
+                objectness, deltas = run_in_fp32(self._fused_outputs, t)
+            else:
+                objectness = run_in_fp32(self.objectness_logits, t)
+                deltas = run_in_fp32(self.anchor_deltas, t)
+            pred_objectness_logits.append(objectness)
+            pred_anchor_deltas.append(deltas)
         return pred_objectness_logits, pred_anchor_deltas
 
 

@@ -36,6 +36,7 @@ MODEL_KEYS = (
     "CPU_ROI_ALIGN",
     "NCHW_GROUP_NORM",
     "PARALLEL_PROPOSALS",
+    "FUSED_RPN_OUTPUTS",
 )
 # Read by the inference build step after loading (cfg.INSTSEG.INFERENCE.<key>).
 INFERENCE_KEYS = ("FOLD_FROZEN_BN",)
