@@ -289,3 +289,11 @@ def test_fused_rpn_outputs_equal_the_two_convs(recipe_models, bf16):
         # The fused conv adds the two gradients of the map in fp32, then rounds once.
         tol = 1e-2 * a.abs().max().item() if bf16 else 1e-4 * a.abs().max().item()
         torch.testing.assert_close(b.float(), a.float(), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("key", STEP_KEYS)
+def test_step_speedup_keys_refuse_other_values(key):
+    from instseg_d2.modeling.speedups import SpeedupConfigError
+
+    with pytest.raises(SpeedupConfigError, match=f"{key} must be one of auto, always, never"):
+        build_model(_recipe_cfg(key, "yes"))
