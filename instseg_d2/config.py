@@ -115,8 +115,9 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # RoIAlign (forward and backward) as embedding_bag sums over the CPU feature maps:
     # torchvision's CPU RoIAlign kernels run on one core.
     cfg.INSTSEG.CPU_ROI_ALIGN = "auto"
-    # GroupNorm of channels-last CPU maps computed on an NCHW copy: PyTorch's channels-last
-    # GroupNorm kernels (bf16 above all) are far slower than its NCHW ones. No-op without GN.
+    # GroupNorms with few channels per group (64 channels in 32 groups) computed on an NCHW copy
+    # of channels-last CPU maps: there PyTorch's channels-last GroupNorm kernels (bf16 above all)
+    # are far slower than its NCHW ones. No-op without GN.
     cfg.INSTSEG.NCHW_GROUP_NORM = "auto"
     # The RPN selects each image's proposals (top-k, NMS) on a thread of its own: torchvision's
     # CPU NMS runs on one core. Exactly the same proposals.

@@ -83,7 +83,7 @@ def test_quick_smoke_run_writes_every_section(benchmark_tool, shared_data, tmp_p
         assert row["median_s"] > 0 and row["cpu_s"] > 0 and row["first_loss"] == row["first_loss"]
     # The variants are the recipe's model with and without the keys, built from its config.
     models = {id(t): t.model for t in run_steps[len(ours_train) :]}.values()
-    assert sorted(type(m.roi_heads.mask_head.mask_fcn1.norm).__name__ for m in models) == [
+    assert sorted(type(m.backbone.bottom_up.stem.conv1.norm).__name__ for m in models) == [
         "GroupNorm", "GroupNorm", "NCHWGroupNorm"
     ]  # fmt: skip
     if "torchvision channels-last+bf16" in inference:  # CPUs with native bf16

@@ -86,12 +86,16 @@ def test_nchw_group_norm_leaves_nchw_input_to_group_norm():
 
 
 def test_build_nchw_group_norms_shares_parameters_and_keeps_other_norms():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.BatchNorm2d(8))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.BatchNorm2d(8), nn.GroupNorm(2, 16)
+    )
     weight = model[1].weight
     keys = model.state_dict().keys()
     assert build_nchw_group_norms(model) == 1
     assert type(model[1]) is NCHWGroupNorm and model[1].weight is weight
     assert type(model[2]) is nn.BatchNorm2d
+    # 8 channels per group: the channels-last kernel is as fast as the copies (module docstring).
+    assert type(model[3]) is nn.GroupNorm
     assert model.state_dict().keys() == keys
     assert build_nchw_group_norms(model) == 0  # already replaced
 
@@ -135,7 +139,10 @@ def test_keys_build_the_components(recipe_models):
     plain, ours = recipe_models
     norms = [m for m in ours.modules() if isinstance(m, nn.GroupNorm)]
     # ResNet-18: 17 convs and 3 shortcuts; FPN: 4 lateral and 4 output convs; mask head: 4.
-    assert len(norms) == 32 and all(type(m) is NCHWGroupNorm for m in norms)
+    assert len(norms) == 32
+    # In NCHW: the 64- and 128-channel norms of 32 groups (stem, res2, res3).
+    nchw = [m.num_channels for m in norms if type(m) is NCHWGroupNorm]
+    assert sorted(nchw) == [64] * 5 + [128] * 5
     assert not any(isinstance(m, NCHWGroupNorm) for m in plain.modules())
     assert "NCHWGroupNorm" in repr(ours)  # what Detectron2 logs as the run's model
     assert ours.proposal_generator.parallel_proposals

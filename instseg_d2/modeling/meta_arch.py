@@ -14,9 +14,10 @@ What differs from ``GeneralizedRCNN`` (same parameters, buffers and state-dict k
 - ``INSTSEG.CHANNELS_LAST``: conv weights and the input batch in channels-last (NHWC) layout,
   which oneDNN runs faster on CPU. The feature maps then stay channels-last through the FPN and
   the RPN head (exact up to float rounding).
-- ``INSTSEG.NCHW_GROUP_NORM``: each ``nn.GroupNorm`` is built as a
+- ``INSTSEG.NCHW_GROUP_NORM``: each ``nn.GroupNorm`` with few channels per group is built as a
   :class:`~.group_norm.NCHWGroupNorm`, which normalizes channels-last CPU maps in NCHW layout
-  (PyTorch's channels-last GroupNorm kernels are much slower; exact up to float rounding).
+  (PyTorch's channels-last GroupNorm kernels are much slower there; exact up to float
+  rounding).
 - ``INSTSEG.INFERENCE.BF16``: :meth:`inference` runs the network under bf16 autocast (fp16 on
   CUDA) and casts its outputs to fp32 before post-processing, so that mask pasting
   (``grid_sample`` coordinates) and box rescaling keep full precision: in bf16 the paste
@@ -77,7 +78,8 @@ class InstSegRCNN(GeneralizedRCNN):
             channels_last: conv weights and input batches in channels-last layout.
             frozen_bn_on_weights: build each ``Conv2d`` + ``FrozenBatchNorm2d`` as a
                 ``FrozenBNConv2d``.
-            nchw_group_norm: build each ``nn.GroupNorm`` as an ``NCHWGroupNorm``.
+            nchw_group_norm: build each ``nn.GroupNorm`` with few channels per group as an
+                ``NCHWGroupNorm``.
             inference_autocast: run inference under bf16 (CPU) / fp16 (CUDA) autocast.
             kwargs: the arguments of ``GeneralizedRCNN``.
         """
