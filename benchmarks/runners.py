@@ -52,7 +52,7 @@ class BenchSettings:
     test_dataset: str = "pennfudan_val"
     num_images: int = 50  # inference / evaluation images (first N of test_dataset)
     repeats: int = 1  # passes over the inference images
-    train_images: int = 12  # distinct training images, cycled
+    train_images: int = 12  # distinct training images, cycled (also the recipe section's)
     train_batch: int = 2
     train_warmup: int = 1
     train_iters: int = 5  # timed steps per variant
@@ -61,7 +61,7 @@ class BenchSettings:
     reduced_precision: bool = True  # bf16 on CPU, fp16 AMP on CUDA
     compile: bool = False  # add torch.compile'd-backbone inference variants
     ablation: bool = False  # add one-speed-up-at-a-time variants
-    sections: tuple[str, ...] = ("inference", "train", "data", "eval")
+    sections: tuple[str, ...] = ("inference", "train", "recipe", "data", "eval")
     seed: int = 0
 
 

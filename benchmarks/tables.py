@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SECTIONS = ("inference", "train", "data", "eval")
+SECTIONS = ("inference", "train", "recipe", "data", "eval")
 
 
 def format_table(results: dict) -> str:
@@ -30,6 +30,15 @@ def format_table(results: dict) -> str:
             "last_loss",
             "rss_peak_mb",
             "cuda_peak_mb",
+        ],
+        "recipe": [
+            "median_s",
+            "images_per_s",
+            "vs_before",
+            "cpu_s",
+            "cpu_vs_before",
+            "first_loss",
+            "last_loss",
         ],
         "data": ["median_s", "p90_s", "images_per_s"],
         "eval": ["setup_s", "process_s", "evaluate_s", "bbox_AP", "segm_AP"],

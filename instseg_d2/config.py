@@ -115,6 +115,16 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # RoIAlign (forward and backward) as embedding_bag sums over the CPU feature maps:
     # torchvision's CPU RoIAlign kernels run on one core.
     cfg.INSTSEG.CPU_ROI_ALIGN = "auto"
+    # GroupNorms with few channels per group (64 channels in 32 groups) computed on an NCHW copy
+    # of channels-last CPU maps: there PyTorch's channels-last GroupNorm kernels (bf16 above all)
+    # are far slower than its NCHW ones. No-op without GN.
+    cfg.INSTSEG.NCHW_GROUP_NORM = "auto"
+    # The RPN selects each image's proposals (top-k, NMS) on a thread of its own: torchvision's
+    # CPU NMS runs on one core. Exactly the same proposals.
+    cfg.INSTSEG.PARALLEL_PROPOSALS = "auto"
+    # The RPN head's objectness and anchor-delta 1x1 convs (fp32) as one conv over one fp32 copy
+    # of each map, instead of two convs that each copy and read it.
+    cfg.INSTSEG.FUSED_RPN_OUTPUTS = "auto"
     # What "auto" means above when the Trainer builds its model, on any device: the speed-ups
     # also shorten a training step on a GPU.
     cfg.INSTSEG.OPTIMIZE_TRAINING = True

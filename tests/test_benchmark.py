@@ -71,13 +71,21 @@ def test_quick_smoke_run_writes_every_section(benchmark_tool, shared_data, tmp_p
     for row in train.values():
         assert row["images_per_s"] > 0 and row["first_loss"] == row["first_loss"]  # not NaN
     # One Trainer.run_step per timed step (1, no warm-up) for each of our variants, at the LR
-    # torchvision's steps use (no LR warm-up: the schedule's hook does not run).
-    assert (
-        len(run_steps)
-        == len({id(t) for t in run_steps})
-        == len([name for name in train if name.startswith("ours")])
-    )
-    assert {t.optimizer.param_groups[0]["lr"] for t in run_steps} == {0.002}
+    # torchvision's steps use (no LR warm-up: the schedule's hook does not run); then one for
+    # each variant of the CPU recipe, at the recipe's LR.
+    recipe = saved["recipe"]["rows"]
+    ours_train = [name for name in train if name.startswith("ours")]
+    assert len(run_steps) == len({id(t) for t in run_steps}) == len(ours_train) + len(recipe)
+    assert {t.optimizer.param_groups[0]["lr"] for t in run_steps[: len(ours_train)]} == {0.002}
+    assert {t.optimizer.param_groups[0]["lr"] for t in run_steps[len(ours_train) :]} == {0.02}
+    assert recipe["recipe, step speed-ups off"]["vs_before"] == 1.0
+    for row in recipe.values():
+        assert row["median_s"] > 0 and row["cpu_s"] > 0 and row["first_loss"] == row["first_loss"]
+    # The variants are the recipe's model with and without the keys, built from its config.
+    models = {id(t): t.model for t in run_steps[len(ours_train) :]}.values()
+    assert sorted(type(m.backbone.bottom_up.stem.conv1.norm).__name__ for m in models) == [
+        "GroupNorm", "GroupNorm", "NCHWGroupNorm"
+    ]  # fmt: skip
     if "torchvision channels-last+bf16" in inference:  # CPUs with native bf16
         assert "torchvision channels-last+bf16" in train
         assert inference["torchvision channels-last+bf16"]["vs_tv_tricks"] == 1.0

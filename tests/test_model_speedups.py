@@ -48,6 +48,7 @@ from instseg_d2.modeling.speedups import (
 PLAIN_COMPONENTS = [
     "MODEL.META_ARCHITECTURE", "GeneralizedRCNN",
     "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
+    "MODEL.PROPOSAL_GENERATOR.NAME", "RPN",
     "MODEL.RPN.HEAD_NAME", "StandardRPNHead",
     "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead",
 ]  # fmt: skip

@@ -77,7 +77,7 @@ def test_a_plain_model_zoo_architecture_still_trains(shared_data, tmp_path):
     trainer = _tiny_trainer(
         tmp_path,
         "MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
-        "MODEL.RPN.HEAD_NAME", "StandardRPNHead",
+        "MODEL.RPN.HEAD_NAME", "StandardRPNHead", "MODEL.PROPOSAL_GENERATOR.NAME", "RPN",
         "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead",
     )  # fmt: skip
     assert not isinstance(trainer.model, InstSegRCNN)

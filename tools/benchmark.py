@@ -3,7 +3,8 @@
 
 Measures, in one run: training throughput (images/s of a full SGD step), inference latency per
 image (median, p90) and throughput, data loading (mapper images/s), COCO evaluation time and peak
-memory. Our rows time what users run: ``BatchPredictor`` (inference) and the project's
+memory; and the CPU recipe's training step with and without its training-step speed-ups
+(``recipe`` section: ``benchmarks/recipe.py``). Our rows time what users run: ``BatchPredictor`` (inference) and the project's
 ``Trainer.run_step`` (training), built from ``configs/Base-InstSegRCNN.yaml`` (the model-zoo
 R50-FPN Mask R-CNN) with the speed-up keys off and on; torchvision's rows run the fine-tuning
 tutorial's ``maskrcnn_resnet50_fpn``, plain fp32 and with channels-last + bf16 autocast. Matched
@@ -15,6 +16,7 @@ Examples::
     python tools/benchmark.py --quick                  # < 2 minutes on 2 cores
     python tools/benchmark.py --quick --smoke          # CI smoke test: tiny, < 60 s
     python tools/benchmark.py --output output/benchmark/full.json   # the BENCHMARKS.md run
+    python tools/benchmark.py --sections recipe --train-iters 8     # CPU recipe step, before/after
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.accuracy import run_eval, run_precision_check  # noqa: E402
 from benchmarks.models import benchmark_cfg, build_torchvision, save_shared_weights  # noqa: E402
+from benchmarks.recipe import run_recipe_training  # noqa: E402
 from benchmarks.runners import (  # noqa: E402
     BenchSettings,
     load_test_images,
@@ -96,6 +99,10 @@ PRESETS: dict[str, tuple[int, int, dict, list[str]]] = {
 }
 
 
+# The recipe section at the smoke preset's training size.
+RECIPE_SMOKE_OPTS = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "224"]
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes and counts (< 2 min)")
@@ -116,6 +123,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-warmup", type=int, help="untimed training steps per variant (full: 1)")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
     p.add_argument(
         "--no-tf32",
         action="store_true",
@@ -172,6 +180,8 @@ def settings_from_args(
         raise SystemExit("--ap-weights and --ap-config-file go together")
     if args.ap_weights and not os.path.isfile(args.ap_weights):
         raise SystemExit(f"--ap-weights: no such file: {args.ap_weights}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {args.threads}")
     if settings.train_images < settings.train_batch:
         raise SystemExit(
             f"--train-images ({settings.train_images}) must be at least --train-batch "
@@ -195,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
         if name not in DatasetCatalog.list():
             raise SystemExit(f"dataset {name!r} is not registered (see instseg_d2.data)")
     torch.manual_seed(settings.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.no_tf32:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -253,6 +265,19 @@ def main(argv: list[str] | None = None) -> dict:
         results["train"] = section.to_json(
             f"SGD step, batch {settings.train_batch}, shortest edge {train_size}, "
             f"{settings.train_iters} timed steps"
+        )
+    if "recipe" in settings.sections:
+        # Smoke: the same tiny sizes and RoI counts as the other sections.
+        recipe_opts = [] if preset != "smoke" else [*PRESETS["smoke"][3], *RECIPE_SMOKE_OPTS]
+        logger.info(
+            f"recipe: CPU recipe training step, {settings.train_warmup} warm-up + "
+            f"{settings.train_iters} timed steps per variant, {torch.get_num_threads()} threads"
+        )
+        section = run_recipe_training(settings, opts=recipe_opts)
+        results["recipe"] = section.to_json(
+            f"CPU recipe Trainer.run_step, batch {section.extra['batches']['batch_size']}, "
+            f"{'bf16' if section.extra['bf16'] else 'fp32'}, {settings.train_iters} timed steps, "
+            f"{torch.get_num_threads()} threads"
         )
     if "data" in settings.sections:
         logger.info("data: mapper throughput")

@@ -2,9 +2,10 @@
 
 Holds the components that configs select by name (``configs/Base-InstSegRCNN.yaml``):
 ``MODEL.META_ARCHITECTURE "InstSegRCNN"`` (:mod:`.meta_arch`), ``MODEL.ROI_HEADS.NAME
-"InstSegROIHeads"`` (:mod:`.roi_heads`), ``MODEL.RPN.HEAD_NAME "InstSegRPNHead"`` (:mod:`.rpn`)
-and ``MODEL.ROI_MASK_HEAD.NAME "InstSegMaskHead"`` (:mod:`.mask_head`); the layers they build
-(:mod:`.frozen_bn`, :mod:`.roi_align`); the rules that turn the ``INSTSEG.*`` speed-up keys into
+"InstSegROIHeads"`` (:mod:`.roi_heads`), ``MODEL.PROPOSAL_GENERATOR.NAME "InstSegRPN"`` with
+``MODEL.RPN.HEAD_NAME "InstSegRPNHead"`` (:mod:`.rpn`), and ``MODEL.ROI_MASK_HEAD.NAME
+"InstSegMaskHead"`` (:mod:`.mask_head`); the layers they build (:mod:`.frozen_bn`,
+:mod:`.group_norm`, :mod:`.roi_align`); the rules that turn the ``INSTSEG.*`` speed-up keys into
 on/off (:mod:`.speedups`); autocast helpers (:mod:`.precision`); and the inference-only build step
 run after the weights are loaded (:mod:`.inference_step`). Importing this package registers the
 components in Detectron2's registries, so that ``build_model(cfg)`` finds them.

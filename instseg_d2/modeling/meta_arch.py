@@ -14,6 +14,10 @@ What differs from ``GeneralizedRCNN`` (same parameters, buffers and state-dict k
 - ``INSTSEG.CHANNELS_LAST``: conv weights and the input batch in channels-last (NHWC) layout,
   which oneDNN runs faster on CPU. The feature maps then stay channels-last through the FPN and
   the RPN head (exact up to float rounding).
+- ``INSTSEG.NCHW_GROUP_NORM``: each ``nn.GroupNorm`` with few channels per group is built as a
+  :class:`~.group_norm.NCHWGroupNorm`, which normalizes channels-last CPU maps in NCHW layout
+  (PyTorch's channels-last GroupNorm kernels are much slower there; exact up to float
+  rounding).
 - ``INSTSEG.INFERENCE.BF16``: :meth:`inference` runs the network under bf16 autocast (fp16 on
   CUDA) and casts its outputs to fp32 before post-processing, so that mask pasting
   (``grid_sample`` coordinates) and box rescaling keep full precision: in bf16 the paste
@@ -31,6 +35,7 @@ from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from .frozen_bn import build_frozen_bn_convs
+from .group_norm import build_nchw_group_norms
 from .precision import autocast_context
 from .speedups import speedup_enabled
 
@@ -54,8 +59,9 @@ def _to_fp32(instances: Instances) -> Instances:
 
 @META_ARCH_REGISTRY.register()
 class InstSegRCNN(GeneralizedRCNN):
-    """``GeneralizedRCNN`` with channels-last convs, frozen BN on the weights and reduced-precision
-    inference with fp32 post-processing, each as its config key says (module docstring)."""
+    """``GeneralizedRCNN`` with channels-last convs, frozen BN on the weights, NCHW GroupNorm and
+    reduced-precision inference with fp32 post-processing, each as its config key says (module
+    docstring)."""
 
     @configurable
     def __init__(
@@ -63,6 +69,7 @@ class InstSegRCNN(GeneralizedRCNN):
         *,
         channels_last: bool = False,
         frozen_bn_on_weights: bool = False,
+        nchw_group_norm: bool = False,
         inference_autocast: bool = False,
         **kwargs,
     ):
@@ -71,6 +78,8 @@ class InstSegRCNN(GeneralizedRCNN):
             channels_last: conv weights and input batches in channels-last layout.
             frozen_bn_on_weights: build each ``Conv2d`` + ``FrozenBatchNorm2d`` as a
                 ``FrozenBNConv2d``.
+            nchw_group_norm: build each ``nn.GroupNorm`` with few channels per group as an
+                ``NCHWGroupNorm``.
             inference_autocast: run inference under bf16 (CPU) / fp16 (CUDA) autocast.
             kwargs: the arguments of ``GeneralizedRCNN``.
         """
@@ -79,6 +88,8 @@ class InstSegRCNN(GeneralizedRCNN):
         self.inference_autocast = inference_autocast
         if frozen_bn_on_weights:
             build_frozen_bn_convs(self)
+        if nchw_group_norm:
+            build_nchw_group_norms(self)
         if channels_last:
             # Kept by build_model's .to(device) and by load_state_dict (copy_ into the layout).
             _channels_last_conv_weights(self)
@@ -89,6 +100,7 @@ class InstSegRCNN(GeneralizedRCNN):
         ret.update(
             channels_last=speedup_enabled(cfg, "INSTSEG.CHANNELS_LAST"),
             frozen_bn_on_weights=speedup_enabled(cfg, "INSTSEG.FROZEN_BN_ON_WEIGHTS"),
+            nchw_group_norm=speedup_enabled(cfg, "INSTSEG.NCHW_GROUP_NORM"),
             inference_autocast=bool(cfg.INSTSEG.INFERENCE.BF16),
         )
         return ret

@@ -30,7 +30,14 @@ __all__ = [
 
 CHOICES = ("auto", "always", "never")
 # Read by the components at build time (cfg.INSTSEG.<key>).
-MODEL_KEYS = ("CHANNELS_LAST", "FROZEN_BN_ON_WEIGHTS", "CPU_ROI_ALIGN")
+MODEL_KEYS = (
+    "CHANNELS_LAST",
+    "FROZEN_BN_ON_WEIGHTS",
+    "CPU_ROI_ALIGN",
+    "NCHW_GROUP_NORM",
+    "PARALLEL_PROPOSALS",
+    "FUSED_RPN_OUTPUTS",
+)
 # Read by the inference build step after loading (cfg.INSTSEG.INFERENCE.<key>).
 INFERENCE_KEYS = ("FOLD_FROZEN_BN",)
 
