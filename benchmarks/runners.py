@@ -2,7 +2,8 @@
 in :mod:`.accuracy`).
 
 Every section runs our variants and torchvision's interleaved (one image / one step of each in
-turn), so that load from other processes falls on both alike, and reports medians.
+turn), so that load from other processes falls on both alike, and reports medians. Over 300
+lines because the three sections share their interleaving and measurement helpers here.
 """
 
 from __future__ import annotations

@@ -39,16 +39,12 @@ say "4/5 evaluation of model_best.pth"
     MODEL.WEIGHTS "$OUTPUT/model_best.pth" OUTPUT_DIR "$OUTPUT/eval_best" "${EXTRA[@]}"
 
 say "5/5 pictures"
-if [ -f tools/infer.py ]; then
-    # Six validation images (never seen in training).
-    mapfile -t IMAGES < <("$PY" -c "import instseg_d2.data; from detectron2.data import \
+# Six validation images (never seen in training).
+mapfile -t IMAGES < <("$PY" -c "import instseg_d2.data; from detectron2.data import \
 DatasetCatalog; print('\n'.join(d['file_name'] for d in DatasetCatalog.get('pennfudan_val')[:6]))")
-    "$PY" tools/infer.py --config-file "$OUTPUT/config.yaml" --weights "$OUTPUT/model_best.pth" \
-        --input "${IMAGES[@]}" --dataset pennfudan_val --output "$OUTPUT/predictions"
-fi
-if [ -f tools/plot_metrics.py ]; then
-    "$PY" tools/plot_metrics.py "$OUTPUT" --output "$OUTPUT/plots"
-fi
+"$PY" tools/infer.py --config-file "$OUTPUT/config.yaml" --weights "$OUTPUT/model_best.pth" \
+    --input "${IMAGES[@]}" --dataset pennfudan_val --output "$OUTPUT/predictions"
+"$PY" tools/plot_metrics.py "$OUTPUT" --output "$OUTPUT/plots"
 
 say "done: results in $OUTPUT"
 cat "$OUTPUT/final_metrics.md"

@@ -172,3 +172,19 @@ def test_compare_detections_reports_missing_and_moved_boxes():
     assert agreement.num_matched == 1 and agreement.matched_fraction == 0.5
     with pytest.raises(ValueError, match="1 reference images but 2"):
         compare_detections([a], [b, b])
+
+
+def test_profile_of_the_recipe_step_groups_every_operator(benchmark_tool, pennfudan_data):
+    """benchmarks/profile_step.py: the groups add up to all ATen self time, convolutions are
+    found, and the top operators are the largest and belong to the groups' total."""
+    from benchmarks.profile_step import group_of, profile_recipe_step
+
+    assert group_of("aten::convolution_backward") == "convolution (forward, backward)"
+    assert group_of("aten::native_group_norm_backward") == "GroupNorm (forward, backward)"
+    assert group_of("aten::some_new_op") == "other"
+    opts = [*benchmark_tool.PRESETS["smoke"][3], *benchmark_tool.RECIPE_SMOKE_OPTS]
+    by_group, top = profile_recipe_step("recipe as configured", steps=1, warmup=0, opts=opts)
+    assert by_group["convolution (forward, backward)"] > 0
+    assert list(by_group.values()) == sorted(by_group.values(), reverse=True)
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    assert sum(s for _, s in top) <= sum(by_group.values()) + 1e-9

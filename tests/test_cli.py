@@ -43,6 +43,7 @@ def _run(repo_root, tool: str, *args: str) -> subprocess.CompletedProcess:
         "compare_runs.py",
         "export_model.py",
         "predict_exported.py",
+        "benchmark.py",
     ],
 )
 def test_help_fits_on_a_screen_without_warnings(repo_root, tool):

@@ -4,12 +4,13 @@
 Measures, in one run: training throughput (images/s of a full SGD step), inference latency per
 image (median, p90) and throughput, data loading (mapper images/s), COCO evaluation time and peak
 memory; and the CPU recipe's training step with and without its training-step speed-ups
-(``recipe`` section: ``benchmarks/recipe.py``). Our rows time what users run: ``BatchPredictor`` (inference) and the project's
-``Trainer.run_step`` (training), built from ``configs/Base-InstSegRCNN.yaml`` (the model-zoo
+(``recipe`` section: ``benchmarks/recipe.py``). Our rows time what users run:
+``BatchPredictor`` (inference) and the project's ``Trainer.run_step`` (training), built from ``configs/Base-InstSegRCNN.yaml`` (the model-zoo
 R50-FPN Mask R-CNN) with the speed-up keys off and on; torchvision's rows run the fine-tuning
 tutorial's ``maskrcnn_resnet50_fpn``, plain fp32 and with channels-last + bf16 autocast. Matched
 settings, the same random weights. Prints a table and writes JSON. The code is in ``benchmarks/``;
-see BENCHMARKS.md for the settings mapping and the numbers.
+see BENCHMARKS.md for the settings mapping and the numbers. Over 300 lines: the presets and
+options of every section are parsed here, in one place.
 
 Examples::
 
@@ -31,11 +32,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-from detectron2.data import DatasetCatalog
-
 # Runnable as ``python tools/benchmark.py`` from a checkout: benchmarks/ is not installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation notices)
+
+# isort: split
+import torch  # noqa: E402
+from detectron2.data import DatasetCatalog  # noqa: E402
 
 from benchmarks.accuracy import run_eval, run_precision_check  # noqa: E402
 from benchmarks.models import benchmark_cfg, build_torchvision, save_shared_weights  # noqa: E402
@@ -104,7 +108,11 @@ RECIPE_SMOKE_OPTS = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s [options] [KEY VALUE ...]",
+        epilog="Method and latest figures: BENCHMARKS.md.",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes and counts (< 2 min)")
     p.add_argument("--smoke", action="store_true", help="with --quick: 1 image at tiny size")
     p.add_argument(
@@ -112,18 +120,26 @@ def get_parser() -> argparse.ArgumentParser:
         default=None,
         help="our model's YAML (default: configs/Base-InstSegRCNN.yaml, the model-zoo R50-FPN)",
     )
-    p.add_argument("--min-size", type=int, help="test shortest edge (full: 800)")
-    p.add_argument("--max-size", type=int, default=1333)
-    p.add_argument("--train-size", type=int, help="training shortest edge (full: 512)")
-    p.add_argument("--num-images", type=int, help="inference/eval images (full: 50)")
-    p.add_argument("--repeats", type=int, help="passes over the inference images")
-    p.add_argument("--train-iters", type=int, help="timed training steps per variant")
-    p.add_argument("--train-batch", type=int, help="images per training step (full: 2)")
-    p.add_argument("--train-images", type=int, help="distinct training images, cycled (full: 12)")
-    p.add_argument("--train-warmup", type=int, help="untimed training steps per variant (full: 1)")
+    p.add_argument("--min-size", type=int, metavar="N", help="test shortest edge (full: 800)")
+    p.add_argument("--max-size", type=int, metavar="N", default=1333)
+    p.add_argument("--train-size", type=int, metavar="N", help="training shortest edge (full: 512)")
+    p.add_argument("--num-images", type=int, metavar="N", help="inference/eval images (full: 50)")
+    p.add_argument("--repeats", type=int, metavar="N", help="passes over the inference images")
+    p.add_argument("--train-iters", type=int, metavar="N", help="timed training steps per variant")
+    p.add_argument(
+        "--train-batch", type=int, metavar="N", help="images per training step (full: 2)"
+    )
+    p.add_argument(
+        "--train-images", type=int, metavar="N", help="distinct training images, cycled (full: 12)"
+    )
+    p.add_argument(
+        "--train-warmup", type=int, metavar="N", help="untimed training steps per variant (full: 1)"
+    )
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="torch CPU threads (default: PyTorch's choice)"
+    )
     p.add_argument(
         "--no-tf32",
         action="store_true",

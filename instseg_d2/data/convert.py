@@ -11,6 +11,7 @@ not written is a counted lossy step.
 
 The output folder is written in a hidden folder beside it and renamed into place at the end, so
 it is either complete or absent (no half-written dataset that a reader would take for whole).
+Over 300 lines: gathering, writing and the read-back check are one transaction.
 """
 
 from __future__ import annotations
