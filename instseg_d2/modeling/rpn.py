@@ -56,23 +56,29 @@ class InstSegRPNHead(StandardRPNHead):
         ret["fused_outputs"] = speedup_enabled(cfg, "INSTSEG.FUSED_RPN_OUTPUTS")
         return ret
 
-    def _fused_outputs(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Objectness logits and anchor deltas of the map ``t`` from one conv."""
-        objectness, deltas = self.objectness_logits, self.anchor_deltas
-        weight = torch.cat([objectness.weight, deltas.weight])
-        bias = torch.cat([objectness.bias, deltas.bias])
+    def _fused_outputs(
+        self, t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objectness logits and anchor deltas of the map ``t`` from one conv with the two
+        output layers' concatenated ``weight`` and ``bias``."""
         out = F.conv2d(t, weight.to(t.dtype), bias.to(t.dtype))
-        return out[:, : objectness.out_channels], out[:, objectness.out_channels :]
+        split = self.objectness_logits.out_channels
+        return out[:, :split], out[:, split:]
 
     def forward(
         self, features: list[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         pred_objectness_logits = []
         pred_anchor_deltas = []
+        if self.fused_outputs:  # concatenated once for all feature levels
+            weight = torch.cat([self.objectness_logits.weight, self.anchor_deltas.weight])
+            bias = torch.cat([self.objectness_logits.bias, self.anchor_deltas.bias])
         for x in features:
             t = self.conv(x)
             if self.fused_outputs:
-                objectness, deltas = run_in_fp32(self._fused_outputs, t)
+                objectness, deltas = run_in_fp32(
+                    lambda fp32_map: self._fused_outputs(fp32_map, weight, bias), t
+                )
             else:
                 objectness = run_in_fp32(self.objectness_logits, t)
                 deltas = run_in_fp32(self.anchor_deltas, t)
