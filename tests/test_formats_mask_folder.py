@@ -104,3 +104,17 @@ def test_bad_inputs(folder):
     assert "images_missing: folder not found" in _problems(folder, images_dir="images_missing")
     text = _problems(folder, stems=["zz"], masks_dir="masks/dog", require_masks=True)
     assert "zz.*: no image file for this stem" in text
+
+
+def test_colliding_image_ids_are_an_error_naming_the_folder(tmp_path):
+    """The readers' shared check: two images whose paths hash to one image_id (crc32 collision)
+    are an error naming the folder and what the ids were made from; distinct ids are none."""
+    from instseg_d2.data.formats.common import ProblemLog, check_unique_image_ids
+
+    log = ProblemLog(tmp_path)
+    check_unique_image_ids(log, [{"image_id": 1}, {"image_id": 2}], tmp_path, "image stems")
+    assert log.errors == []
+    check_unique_image_ids(log, [{"image_id": 7}, {"image_id": 7}], tmp_path, "image stems")
+    assert len(log.errors) == 1
+    assert log.errors[0].file == str(tmp_path)
+    assert "two image stems hash to the same image_id" in log.errors[0].message

@@ -99,6 +99,15 @@ def stable_image_id(relative_path: str) -> int:
     return zlib.crc32(relative_path.encode("utf-8")) & 0x7FFFFFFF
 
 
+def check_unique_image_ids(
+    log: ProblemLog, dicts: list[dict], where: str | os.PathLike, what: str
+) -> None:
+    """An error in ``log`` when two of ``dicts`` share a :func:`stable_image_id` (a crc32
+    collision); ``what`` names the paths the ids were made from."""
+    if len({d["image_id"] for d in dicts}) != len(dicts):
+        log.error(where, f"two {what} hash to the same image_id; rename one")
+
+
 def outside_limit(side: float, tolerance: float | None) -> float:
     """How far (pixels) a point may lie outside an image side of ``side`` pixels and be clipped."""
     if tolerance is None:

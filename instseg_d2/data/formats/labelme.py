@@ -45,6 +45,7 @@ from .common import (
     OUTSIDE_TOLERANCE,
     LoadedSplit,
     ProblemLog,
+    check_unique_image_ids,
     clip_polygons,
     ellipse_polygon,
     finite_numbers,
@@ -280,8 +281,7 @@ def load_labelme(
             folder,
             f"{len(unused)} image(s) have no LabelMe json and are not used: {sample(unused)}",
         )
-    if len({d["image_id"] for d in dicts}) != len(dicts):
-        log.error(folder, "two json paths hash to the same image_id; rename one")
+    check_unique_image_ids(log, dicts, folder, "json paths")
     log.raise_if_errors()
     return LoadedSplit(
         dicts=dicts,

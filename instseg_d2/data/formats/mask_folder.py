@@ -38,7 +38,14 @@ import numpy as np
 from ...utils.parallel import parallel_map
 from ..image_io import BadImageError, image_size, read_label_image
 from ..masks import id_mask_to_annotations
-from .common import LoadedSplit, ProblemLog, list_images, sample, stable_image_id
+from .common import (
+    LoadedSplit,
+    ProblemLog,
+    check_unique_image_ids,
+    list_images,
+    sample,
+    stable_image_id,
+)
 
 MASK_SUFFIXES = ("", "_mask")
 
@@ -245,8 +252,7 @@ def load_mask_folder(
             mask_root,
             f"{len(negatives)} image(s) without instances kept as negatives: {sample(negatives)}",
         )
-    if len({d["image_id"] for d in dicts}) != len(dicts):
-        log.error(image_root, "two image stems hash to the same image_id; rename one")
+    check_unique_image_ids(log, dicts, image_root, "image stems")
     log.raise_if_errors()
     return LoadedSplit(
         dicts=dicts,

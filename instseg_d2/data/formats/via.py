@@ -44,6 +44,7 @@ from .common import (
     OUTSIDE_TOLERANCE,
     LoadedSplit,
     ProblemLog,
+    check_unique_image_ids,
     clip_polygons,
     clip_xy,
     ellipse_polygon,
@@ -359,9 +360,7 @@ def load_via(
                 "annotations": annotations,
             }
         )
-    ids = [d["image_id"] for d in dicts]
-    if len(set(ids)) != len(ids):
-        log.error(image_dir, "two image file names hash to the same image_id; rename one")
+    check_unique_image_ids(log, dicts, image_dir, "image file names")
     log.raise_if_errors()
     return LoadedSplit(
         dicts=dicts,

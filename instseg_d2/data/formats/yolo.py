@@ -31,6 +31,7 @@ from .common import (
     OUTSIDE_TOLERANCE,
     LoadedSplit,
     ProblemLog,
+    check_unique_image_ids,
     clip_polygons,
     image_size_or_error,
     list_images,
@@ -212,8 +213,7 @@ def load_yolo(
                 label_dir.parent,
                 f"{len(orphans)} label file(s) without an image are not used: {sample(orphans)}",
             )
-    if len({d["image_id"] for d in dicts}) != len(dicts):
-        log.error(images_dir, "two image paths hash to the same image_id; rename one")
+    check_unique_image_ids(log, dicts, images_dir, "image paths")
     log.raise_if_errors()
     return LoadedSplit(
         dicts=dicts,
