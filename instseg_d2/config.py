@@ -240,6 +240,15 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # of a pasted object is no object a detector could find).
     cfg.INSTSEG.COPY_PASTE.MIN_VISIBLE = 0.1
 
+    # Training batches of images that pad to one shape (instseg_d2.data.shape_grouping) instead
+    # of Detectron2's landscape/portrait grouping (DATALOADER.ASPECT_RATIO_GROUPING): less
+    # padding in every convolution, so faster steps when image sizes and aspect ratios vary.
+    cfg.INSTSEG.SHAPE_GROUPING = type(cfg)()
+    cfg.INSTSEG.SHAPE_GROUPING.ENABLED = False
+    # Heights and widths rounded up to multiples of BIN pixels form one group. Smaller bins pad
+    # less but hold images longer in rarer groups; the FPN pads to 32 pixels anyway.
+    cfg.INSTSEG.SHAPE_GROUPING.BIN = 32
+
     # Exponential moving average of the weights (instseg_d2.engine.ema), updated after every
     # step. Evaluation, validation loss, TTA and every checkpoint's "model" use the averaged
     # weights; the training weights are kept in the checkpoint's "ema" entry so that --resume

@@ -11,7 +11,8 @@ What differs from ``DefaultTrainer`` and why:
   with a run's ``config.yaml`` rebuilds the model that trained.
 * ``build_train_loader`` / ``build_test_loader`` / ``build_val_loss_loader``: every loader maps
   with the mapper of ``INPUT.DATASET_MAPPER_NAME``, so images are read one way everywhere; with
-  ``INSTSEG.COPY_PASTE`` the training mapper pastes from the dicts its loader samples.
+  ``INSTSEG.COPY_PASTE`` the training mapper pastes from the dicts its loader samples; with
+  ``INSTSEG.SHAPE_GROUPING`` batches hold images of one padded shape.
 * ``build_evaluator``: ``COCOEvaluator`` (bbox, and segm when masks are on).
 * ``build_hooks``: validation loss, best checkpoint on ``INSTSEG.BEST_METRIC`` and optional
   early stopping, inserted after ``EvalHook`` and before the ``PeriodicWriter`` so their
@@ -55,6 +56,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.dataset_mapper import build_dataset_mapper
 from ..data.dataset_validation import check_splits
+from ..data.shape_grouping import group_by_padded_shape
 from ..data.validation import DatasetValidationError, check_registered_datasets
 from ..modeling.precision import cpu_supports_bf16
 from ..modeling.speedups import resolve_auto
@@ -172,16 +174,17 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if not cfg.INSTSEG.COPY_PASTE.ENABLED:
-            return build_detection_train_loader(
-                cfg, mapper=build_dataset_mapper(cfg, is_train=True)
+        dataset = None
+        if cfg.INSTSEG.COPY_PASTE.ENABLED:
+            # Copy-paste draws its sources from the very dicts the loader samples (loaded once).
+            dataset = get_detection_dataset_dicts(
+                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
             )
-        # Copy-paste draws its sources from the very dicts the loader samples (loaded once).
-        dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
         mapper = build_dataset_mapper(cfg, is_train=True, paste_pool=dataset)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+        loader = build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+        if cfg.INSTSEG.SHAPE_GROUPING.ENABLED:
+            loader = group_by_padded_shape(loader, cfg.INSTSEG.SHAPE_GROUPING.BIN)
+        return loader
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
