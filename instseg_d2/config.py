@@ -240,6 +240,12 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     # of a pasted object is no object a detector could find).
     cfg.INSTSEG.COPY_PASTE.MIN_VISIBLE = 0.1
 
+    # A pasted mask probability at or above this is inside the instance (Detectron2's
+    # detector_postprocess: 0.5). Every path that pastes masks uses it: evaluation, inference,
+    # TTA and exported models. A short training leaves the mask head unsure at object borders
+    # (its masks come out thinner than the objects), where a lower threshold recovers them.
+    cfg.INSTSEG.MASK_THRESHOLD = 0.5
+
     # Training batches of images that pad to one shape (instseg_d2.data.shape_grouping) instead
     # of Detectron2's landscape/portrait grouping (DATALOADER.ASPECT_RATIO_GROUPING): less
     # padding in every convolution, so faster steps when image sizes and aspect ratios vary.

@@ -17,9 +17,11 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader
 from detectron2.modeling import GeneralizedRCNNWithTTA
+from detectron2.structures import ROIMasks
 from torch import nn
 
 from ..data.dataset_mapper import build_dataset_mapper
+from ..modeling.meta_arch import mask_threshold_of
 from ..modeling.precision import autocast_context
 from ..utils.errors import ConfigError
 from .final_metrics import per_dataset
@@ -36,8 +38,24 @@ __all__ = [
 TTA_SUFFIX = "_TTA"  # as in Detectron2's tools/train_net.py: "bbox_TTA", "<dataset>_TTA"
 
 
+class _ROIMasksAt(ROIMasks):
+    """``ROIMasks`` pasted at a fixed threshold: Detectron2's TTA pastes its averaged masks with
+    ``detector_postprocess``'s default 0.5, and this carries ``INSTSEG.MASK_THRESHOLD`` there."""
+
+    def __init__(self, tensor: torch.Tensor, threshold: float):
+        super().__init__(tensor)
+        self.threshold = threshold
+
+    def __getitem__(self, item) -> _ROIMasksAt:
+        return _ROIMasksAt(super().__getitem__(item).tensor, self.threshold)
+
+    def to_bitmasks(self, boxes, height, width, threshold=0.5):
+        return super().to_bitmasks(boxes, height, width, self.threshold)
+
+
 class RCNNWithTTA(GeneralizedRCNNWithTTA):
-    """``GeneralizedRCNNWithTTA`` whose network may run under autocast (bf16 on CPU).
+    """``GeneralizedRCNNWithTTA`` whose network may run under autocast (bf16 on CPU), and whose
+    averaged masks are pasted at ``INSTSEG.MASK_THRESHOLD``.
 
     The outputs of each pass are cast back to fp32 before they are merged: the merge maps boxes
     through NumPy, which has no bf16, and the averaged masks are pasted at full precision. An
@@ -49,6 +67,10 @@ class RCNNWithTTA(GeneralizedRCNNWithTTA):
                  batch_size: int = 3):  # fmt: skip
         super().__init__(cfg, model, batch_size=batch_size)
         self.autocast = autocast
+        self.mask_threshold = mask_threshold_of(cfg)
+
+    def _reduce_pred_masks(self, outputs, tfms):
+        return _ROIMasksAt(super()._reduce_pred_masks(outputs, tfms)[:, 0], self.mask_threshold)
 
     def _batch_inference(self, batched_inputs, detected_instances=None):
         with autocast_context(self.model.device, enabled=self.autocast):

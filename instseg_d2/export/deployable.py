@@ -30,6 +30,7 @@ from detectron2.export import TracingAdapter
 from detectron2.modeling.postprocessing import detector_postprocess
 from torch import nn
 
+from ..modeling.meta_arch import mask_threshold_of
 from .paste import paste_masks
 from .resize import image_size, resize_bilinear_like_pillow, shortest_edge_size
 
@@ -37,9 +38,6 @@ __all__ = ["OUTPUT_NAMES", "ImageToDetections", "build_tracing_adapter"]
 
 # The order in which TracingAdapter flattens the output dict (sorted keys).
 OUTPUT_NAMES = ("boxes", "classes", "masks", "scores")
-
-# detector_postprocess's default: a pasted mask probability >= 0.5 is inside the instance.
-MASK_THRESHOLD = 0.5
 
 
 class ImageToDetections:
@@ -50,18 +48,28 @@ class ImageToDetections:
     the casts.
     """
 
-    def __init__(self, min_size: int, max_size: int, input_format: str, *, bf16: bool = False):
+    def __init__(
+        self,
+        min_size: int,
+        max_size: int,
+        input_format: str,
+        *,
+        bf16: bool = False,
+        mask_threshold: float = 0.5,
+    ):
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {input_format!r}")
         self.min_size = min_size
         self.max_size = max_size
         self.input_format = input_format
         self.bf16 = bf16
+        self.mask_threshold = mask_threshold
 
     @classmethod
     def from_config(cls, cfg: CfgNode, *, bf16: bool = False) -> ImageToDetections:
-        """The resize and channel order of ``BatchPredictor`` for ``cfg``."""
-        return cls(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.FORMAT, bf16=bf16)
+        """The resize, channel order and mask threshold of ``BatchPredictor`` for ``cfg``."""
+        return cls(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.FORMAT, bf16=bf16,
+                   mask_threshold=mask_threshold_of(cfg))  # fmt: skip
 
     def __call__(self, model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
         size = image_size(image)
@@ -87,7 +95,7 @@ class ImageToDetections:
         return {
             "boxes": boxes,
             "classes": instances.pred_classes,
-            "masks": paste_masks(instances.mask_probs, boxes, size, MASK_THRESHOLD),
+            "masks": paste_masks(instances.mask_probs, boxes, size, self.mask_threshold),
             "scores": instances.scores,
         }
 

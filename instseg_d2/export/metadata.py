@@ -21,8 +21,9 @@ import torchvision
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 
+from ..modeling.meta_arch import mask_threshold_of
 from ..utils.atomic import atomic_write
-from .deployable import MASK_THRESHOLD, OUTPUT_NAMES
+from .deployable import OUTPUT_NAMES
 from .runtime import METADATA_FILE
 
 __all__ = ["build_metadata", "category_ids", "class_names", "sha256_of", "write_metadata"]
@@ -135,7 +136,7 @@ def build_metadata(
         "score_threshold": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
         "nms_threshold": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
         "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-        "mask_threshold": MASK_THRESHOLD,
+        "mask_threshold": mask_threshold_of(cfg),
         "onnx_opset": opset,
         "weights": {"file": Path(weights).name, "sha256": sha256_of(weights)},
         "versions": _versions(fmt),

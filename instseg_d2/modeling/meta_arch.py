@@ -24,6 +24,8 @@ What differs from ``GeneralizedRCNN`` (same parameters, buffers and state-dict k
   coordinates alone would move mask edges by pixels. The output layers of the heads run in fp32
   (:func:`~.precision.run_in_fp32`). The weights are stored in bf16 by the inference build step
   (:mod:`.inference_step`), or cast by autocast on every call without it.
+- ``INSTSEG.MASK_THRESHOLD``: the mask probability at which :meth:`_postprocess` pastes masks
+  (Detectron2 fixes 0.5).
 """
 
 from __future__ import annotations
@@ -31,15 +33,28 @@ from __future__ import annotations
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
 from torch import nn
 
+from ..utils.errors import ConfigError
 from .frozen_bn import build_frozen_bn_convs
 from .group_norm import build_nchw_group_norms
 from .precision import autocast_context
 from .speedups import speedup_enabled
 
-__all__ = ["InstSegRCNN"]
+__all__ = ["InstSegRCNN", "mask_threshold_of"]
+
+
+def mask_threshold_of(cfg) -> float:
+    """``cfg.INSTSEG.MASK_THRESHOLD``, checked to lie strictly between 0 and 1."""
+    threshold = float(cfg.INSTSEG.MASK_THRESHOLD)
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(
+            f"INSTSEG.MASK_THRESHOLD must lie strictly between 0 and 1 (a mask probability), "
+            f"got {threshold}"
+        )
+    return threshold
 
 
 def _channels_last_conv_weights(model: nn.Module) -> None:
@@ -71,6 +86,7 @@ class InstSegRCNN(GeneralizedRCNN):
         frozen_bn_on_weights: bool = False,
         nchw_group_norm: bool = False,
         inference_autocast: bool = False,
+        mask_threshold: float = 0.5,
         **kwargs,
     ):
         """
@@ -81,11 +97,13 @@ class InstSegRCNN(GeneralizedRCNN):
             nchw_group_norm: build each ``nn.GroupNorm`` with few channels per group as an
                 ``NCHWGroupNorm``.
             inference_autocast: run inference under bf16 (CPU) / fp16 (CUDA) autocast.
+            mask_threshold: pasted mask probabilities at or above it are inside the instance.
             kwargs: the arguments of ``GeneralizedRCNN``.
         """
         super().__init__(**kwargs)
         self.channels_last = channels_last
         self.inference_autocast = inference_autocast
+        self.mask_threshold = mask_threshold
         if frozen_bn_on_weights:
             build_frozen_bn_convs(self)
         if nchw_group_norm:
@@ -102,6 +120,7 @@ class InstSegRCNN(GeneralizedRCNN):
             frozen_bn_on_weights=speedup_enabled(cfg, "INSTSEG.FROZEN_BN_ON_WEIGHTS"),
             nchw_group_norm=speedup_enabled(cfg, "INSTSEG.NCHW_GROUP_NORM"),
             inference_autocast=bool(cfg.INSTSEG.INFERENCE.BF16),
+            mask_threshold=mask_threshold_of(cfg),
         )
         return ret
 
@@ -117,13 +136,21 @@ class InstSegRCNN(GeneralizedRCNN):
         detected_instances: list[Instances] | None = None,
         do_postprocess: bool = True,
     ):
-        """``GeneralizedRCNN.inference``, under autocast when ``inference_autocast``, with fp32
-        outputs and post-processing."""
-        if not self.inference_autocast:
-            return super().inference(batched_inputs, detected_instances, do_postprocess)
-        with autocast_context(self.device):
+        """``GeneralizedRCNN.inference``, under autocast when ``inference_autocast`` (fp32
+        outputs), with masks pasted at ``mask_threshold``."""
+        with autocast_context(self.device, enabled=self.inference_autocast):
             results = super().inference(batched_inputs, detected_instances, do_postprocess=False)
-        results = [_to_fp32(r) for r in results]
+        if self.inference_autocast:
+            results = [_to_fp32(r) for r in results]
         if not do_postprocess:
             return results
         return self._postprocess(results, batched_inputs, [r.image_size for r in results])
+
+    def _postprocess(self, instances, batched_inputs, image_sizes):  # Detectron2's is static
+        results = []
+        for r, x, size in zip(instances, batched_inputs, image_sizes, strict=True):
+            height, width = x.get("height", size[0]), x.get("width", size[1])
+            results.append(
+                {"instances": detector_postprocess(r, height, width, self.mask_threshold)}
+            )
+        return results
