@@ -2,12 +2,13 @@
 """Where the CPU recipe's training step spends its time: ``torch.profiler`` over a few
 ``Trainer.run_step`` calls, self time grouped by kind of operator.
 
-    python benchmarks/profile_step.py --steps 3 --output output/benchmark/profile_step.md
-    python benchmarks/profile_step.py --variant "recipe, step speed-ups off" --steps 3
+    python benchmarks/profile_step.py --warmup 100 --steps 3 --output output/benchmark/profile_step.md
+    python benchmarks/profile_step.py --variant "recipe before issue 15" --warmup 100 --steps 3
 
 The step is the one ``tools/benchmark.py --sections recipe`` times (``benchmarks/recipe.py``:
-the recipe's config, its training mapper's batches, our ``Trainer.run_step``), so the profile
-explains that section's rows. Self time is the time of an operator minus its children, on the
+the recipe's config, its training mapper's batches grouped as the Trainer groups them, our
+``Trainer.run_step`` with the LR schedule), so the profile explains that section's rows. Untimed
+warm-up steps train the model first: from random weights the mask head runs on few RoIs. Self time is the time of an operator minus its children, on the
 thread that called it; what an operator's own worker threads do is inside its self time. The
 groups are coarse on purpose: they name where a speed-up would have to come from.
 """
@@ -26,7 +27,13 @@ import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation not
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks.recipe import RECIPE_CONFIG, VARIANTS, _recipe_batches, recipe_cfg  # noqa: E402
+from benchmarks.recipe import (  # noqa: E402
+    RECIPE_CONFIG,
+    VARIANTS,
+    _mapped_epochs,
+    recipe_batches,
+    recipe_cfg,
+)
 from benchmarks.runners import BenchSettings  # noqa: E402
 from benchmarks.timing import machine_info  # noqa: E402
 from benchmarks.user_paths import OursTrainStep  # noqa: E402
@@ -66,11 +73,11 @@ def profile_recipe_step(
 ) -> tuple[dict[str, float], list[tuple[str, float]]]:
     """Self CPU seconds per step by group and of the top operators, over ``steps`` profiled
     steps after ``warmup`` unprofiled ones."""
-    settings = BenchSettings(train_images=4 * (steps + warmup))
     cfg = recipe_cfg(variant, config_file, opts)
-    batches = _recipe_batches(cfg, settings)
+    settings = BenchSettings()
+    batches = recipe_batches(cfg, _mapped_epochs(cfg, settings), steps + warmup)
     torch.manual_seed(settings.seed)
-    step = OursTrainStep(cfg, batches)
+    step = OursTrainStep(cfg, batches, schedule=True)
     for _ in range(warmup):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -113,6 +120,7 @@ def get_parser() -> ToolArgumentParser:
     )
     p.add_argument("--variant", default=VARIANTS[0], choices=VARIANTS)
     p.add_argument("--steps", type=int, default=3, help="profiled steps (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="training steps before (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
     return p
 
@@ -122,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     by_group, top = profile_recipe_step(
-        args.variant, args.steps, config_file=args.config_file or RECIPE_CONFIG, opts=args.opts
+        args.variant,
+        args.steps,
+        warmup=args.warmup,
+        config_file=args.config_file or RECIPE_CONFIG,
+        opts=args.opts,
     )
     text = markdown(args.variant, by_group, top)
     machine = machine_info()

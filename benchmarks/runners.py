@@ -53,7 +53,8 @@ class BenchSettings:
     test_dataset: str = "pennfudan_val"
     num_images: int = 50  # inference / evaluation images (first N of test_dataset)
     repeats: int = 1  # passes over the inference images
-    train_images: int = 12  # distinct training images, cycled (also the recipe section's)
+    train_images: int = 12  # distinct training images, cycled
+    recipe_images: int = 0  # the recipe section's training images; 0: the whole training set
     train_batch: int = 2
     train_warmup: int = 1
     train_iters: int = 5  # timed steps per variant

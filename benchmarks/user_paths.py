@@ -93,9 +93,10 @@ class OursPredictor:
 
 
 class OursTrainStep:
-    """``Trainer(cfg).run_step()`` on the given mapped batches, from ``cfg.MODEL.WEIGHTS``."""
+    """``Trainer(cfg).run_step()`` on the given mapped batches, from ``cfg.MODEL.WEIGHTS``;
+    with ``schedule`` the LR schedule steps after each step, as the Trainer's hook does."""
 
-    def __init__(self, cfg: CfgNode, batches: list[list[dict]]):
+    def __init__(self, cfg: CfgNode, batches: list[list[dict]], *, schedule: bool = False):
         cfg = cfg.clone()
         cfg.defrost()
         self._output_dir = tempfile.TemporaryDirectory(prefix="instseg_bench_")
@@ -118,11 +119,14 @@ class OursTrainStep:
         self.trainer.resume_or_load(resume=False)  # loads MODEL.WEIGHTS
         self.storage = EventStorage(0)
         self.losses: list[float] = []
+        self.schedule = schedule
 
     def __call__(self) -> float:
         with self.storage:
             self.trainer.iter = self.storage.iter
             self.trainer.run_step()
+            if self.schedule:
+                self.trainer.scheduler.step()
             self.storage.step()
         loss = float(self.storage.history("total_loss").latest())
         self.losses.append(loss)

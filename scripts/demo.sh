@@ -35,8 +35,18 @@ say "3/5 training $CONFIG -> $OUTPUT (evaluates at the end, writes final_metrics
 "$PY" tools/train_net.py --config-file "$CONFIG" OUTPUT_DIR "$OUTPUT" "${EXTRA[@]}"
 
 say "4/5 evaluation of model_best.pth"
-"$PY" tools/train_net.py --config-file "$CONFIG" --eval-only \
-    MODEL.WEIGHTS "$OUTPUT/model_best.pth" OUTPUT_DIR "$OUTPUT/eval_best" "${EXTRA[@]}"
+# Training evaluated model_final.pth already; model_best.pth needs its own pass only when an
+# earlier evaluation scored higher (final_metrics.md: the final model; eval_best/: the best).
+SAME_WEIGHTS=$("$PY" -c "import sys, torch
+a, b = (torch.load(f, map_location='cpu', weights_only=False)['model'] for f in sys.argv[1:])
+print(int(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)))" \
+    "$OUTPUT/model_best.pth" "$OUTPUT/model_final.pth")
+if [ "$SAME_WEIGHTS" != 1 ]; then
+    "$PY" tools/train_net.py --config-file "$CONFIG" --eval-only \
+        MODEL.WEIGHTS "$OUTPUT/model_best.pth" OUTPUT_DIR "$OUTPUT/eval_best" "${EXTRA[@]}"
+else
+    say "model_best.pth holds the final weights, which the training evaluated"
+fi
 
 say "5/5 pictures"
 # Six validation images (never seen in training).

@@ -109,16 +109,16 @@ def test_held_out_val_is_saved_with_the_run_and_reused(repo_root, coco_dataset, 
 def test_epochs_become_iterations_and_contradictions_are_errors(repo_root, coco_dataset, tmp_path):
     cfg = _cfg(repo_root, coco_dataset, tmp_path)
     # 20 training images, batch 4: 5 iterations per epoch.
-    assert cfg.SOLVER.MAX_ITER == 40 and cfg.SOLVER.STEPS == (30, 37)
-    assert cfg.TEST.EVAL_PERIOD == 14 and cfg.SOLVER.CHECKPOINT_PERIOD == 14
+    assert cfg.SOLVER.MAX_ITER == 60 and cfg.SOLVER.STEPS == (45, 55)
+    assert cfg.TEST.EVAL_PERIOD == 20 and cfg.SOLVER.CHECKPOINT_PERIOD == 20
     # A run's config.yaml holds both: the same values again are no contradiction.
     assert apply_epoch_schedule(cfg.clone(), num_images=20) is not None
-    with pytest.raises(ConfigError, match="INSTSEG.EPOCHS 8 and SOLVER.MAX_ITER 100 both set"):
+    with pytest.raises(ConfigError, match="INSTSEG.EPOCHS 12 and SOLVER.MAX_ITER 100 both set"):
         _cfg(repo_root, coco_dataset, tmp_path, "SOLVER.MAX_ITER", "100")
     with pytest.raises(ConfigError, match="SOLVER.MAX_ITER -1 .* needs INSTSEG.EPOCHS > 0"):
         _cfg(repo_root, coco_dataset, tmp_path, "INSTSEG.EPOCHS", "0")
-    with pytest.raises(ConfigError, match="LR_STEPS_EPOCHS .* inside the 8 epochs"):
-        _cfg(repo_root, coco_dataset, tmp_path, "INSTSEG.LR_STEPS_EPOCHS", "(9,)")
+    with pytest.raises(ConfigError, match="LR_STEPS_EPOCHS .* inside the 12 epochs"):
+        _cfg(repo_root, coco_dataset, tmp_path, "INSTSEG.LR_STEPS_EPOCHS", "(13,)")
 
 
 def test_gpu_custom_config_fine_tunes_from_coco_weights_on_the_file(

@@ -71,7 +71,7 @@ def test_less_padding_than_detectron2s_aspect_ratio_grouping():
 
 
 def test_bad_bin_and_ungrouped_loader_are_config_errors():
-    with pytest.raises(ValueError, match="INSTSEG.SHAPE_GROUPING.BIN must be > 0"):
+    with pytest.raises(ConfigError, match="INSTSEG.SHAPE_GROUPING.BIN must be > 0"):
         PaddedShapeGroupedDataset([], batch_size=2, bin=0)
     with pytest.raises(ConfigError, match="DATALOADER.ASPECT_RATIO_GROUPING True"):
         group_by_padded_shape([[{}]], 32)

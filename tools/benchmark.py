@@ -83,6 +83,7 @@ PRESETS: dict[str, tuple[int, int, dict, list[str]]] = {
             "train_warmup": 0,
             "train_iters": 1,
             "mapper_images": 1,
+            "recipe_images": 4,
         },
         # Only checks that every path runs: a ResNet-18 (mapped the same way) and few RoIs keep it
         # cheap (random weights give 100 detections per image, and 100 mask-head RoIs cost more
@@ -103,8 +104,9 @@ PRESETS: dict[str, tuple[int, int, dict, list[str]]] = {
 }
 
 
-# The recipe section at the smoke preset's training size.
-RECIPE_SMOKE_OPTS = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "224"]
+# The recipe section at the smoke preset's training size, 2 images per step.
+RECIPE_SMOKE_OPTS = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "224",
+                     "SOLVER.IMS_PER_BATCH", "2"]  # fmt: skip
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,7 @@ class PaddedShapeGroupedDataset(AspectRatioGroupedDataset):
 
     def __init__(self, dataset, batch_size: int, bin: int):  # noqa: A002
         if bin <= 0:
-            raise ValueError(f"INSTSEG.SHAPE_GROUPING.BIN must be > 0 pixels, got {bin}")
+            raise ConfigError(f"INSTSEG.SHAPE_GROUPING.BIN must be > 0 pixels, got {bin}")
         super().__init__(dataset, batch_size)
         self.bin = bin
         self._shape_buckets: dict[tuple[int, int], list[dict]] = {}
