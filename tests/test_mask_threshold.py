@@ -18,7 +18,7 @@ from instseg_d2.engine.defaults import setup_inference_config
 from instseg_d2.engine.predictor import BatchPredictor
 from instseg_d2.engine.tta import TTAPredictor, _ROIMasksAt
 from instseg_d2.modeling.meta_arch import mask_threshold_of
-from instseg_d2.utils.errors import ConfigError
+from instseg_d2.utils.errors import ConfigError, UserError
 
 ONE_SCALE = ("TEST.AUG.MIN_SIZES", "(128,)", "TEST.AUG.MAX_SIZE", "192", "TEST.AUG.FLIP", "False")
 
@@ -94,3 +94,40 @@ def test_threshold_outside_zero_one_is_a_config_error(value):
     cfg.INSTSEG.MASK_THRESHOLD = value
     with pytest.raises(ConfigError, match="INSTSEG.MASK_THRESHOLD must lie strictly between"):
         mask_threshold_of(cfg)
+
+
+def test_threshold_sweep_pastes_and_scores_as_the_model_at_that_threshold(tiny_run, tmp_path):
+    """benchmarks/mask_threshold_sweep.py: one inference, pasted at each threshold, gives the
+    masks and the AP of the model built with that INSTSEG.MASK_THRESHOLD."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.evaluation import inference_on_dataset
+
+    from benchmarks.mask_threshold_sweep import paste_at, raw_predictions, run_dirs, sweep_run
+    from instseg_d2.engine.trainer import Trainer
+
+    # A cross-validation folder is its r*_fold* runs; anything else is an error that says so.
+    (tmp_path / "cv" / "r0_fold0").mkdir(parents=True)
+    (tmp_path / "cv" / "r0_fold0" / "config.yaml").write_text("")
+    assert run_dirs([str(tmp_path / "cv")]) == [tmp_path / "cv" / "r0_fold0"]
+    with pytest.raises(UserError, match="neither a run folder"):
+        run_dirs([str(tmp_path)])
+
+    swept = sweep_run(tiny_run, [0.5, 0.2], FAST_TEST_OPTS)
+    for threshold in (0.5, 0.2):
+        cfg = _cfg(tiny_run, threshold)
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model).load(str(tiny_run / "model_final.pth"))
+        model.eval()
+        name = cfg.DATASETS.TEST[0]
+        loader = Trainer.build_test_loader(cfg, name)
+        pasted = paste_at(raw_predictions(model, loader), threshold)
+        with torch.inference_mode():
+            direct = [model(inputs) for inputs, _ in pasted]
+        assert sum(len(o["instances"]) for _, outs in pasted for o in outs) > 0
+        for (_, ours), theirs in zip(pasted, direct, strict=True):
+            for a, b in zip(ours, theirs, strict=True):
+                assert torch.equal(a["instances"].pred_masks, b["instances"].pred_masks)
+        evaluator = Trainer.build_evaluator(cfg, name, output_folder=str(tmp_path / "eval"))
+        metrics = inference_on_dataset(model, loader, evaluator)
+        assert swept[threshold]["segm AP"] == pytest.approx(metrics["segm"]["AP"], abs=1e-6)
+        assert swept[threshold]["bbox AP"] == pytest.approx(metrics["bbox"]["AP"], abs=1e-6)
