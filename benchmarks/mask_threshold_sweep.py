@@ -125,7 +125,7 @@ def get_parser() -> ToolArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     bad = [t for t in args.thresholds if not 0.0 < t < 1.0]
     if bad:
@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.output:
         atomic_write(args.output, text)
         print(f"wrote {args.output}")
-    return results
 
 
 if __name__ == "__main__":
