@@ -140,9 +140,10 @@ def test_keys_build_the_components(recipe_models):
     norms = [m for m in ours.modules() if isinstance(m, nn.GroupNorm)]
     # ResNet-18: 17 convs and 3 shortcuts; FPN: 4 lateral and 4 output convs; mask head: 4.
     assert len(norms) == 32
-    # In NCHW: the 64- and 128-channel norms of 32 groups (stem, res2, res3).
+    # In NCHW: the 64- and 128-channel norms of 32 groups (stem, res2, res3; the recipe's
+    # 128-channel FPN and mask head).
     nchw = [m.num_channels for m in norms if type(m) is NCHWGroupNorm]
-    assert sorted(nchw) == [64] * 5 + [128] * 5
+    assert sorted(nchw) == [64] * 5 + [128] * (5 + 8 + 4)
     assert not any(isinstance(m, NCHWGroupNorm) for m in plain.modules())
     assert "NCHWGroupNorm" in repr(ours)  # what Detectron2 logs as the run's model
     assert ours.proposal_generator.parallel_proposals
@@ -275,7 +276,8 @@ def test_fused_rpn_outputs_equal_the_two_convs(recipe_models, bf16):
     fused = copy.deepcopy(ours.proposal_generator.rpn_head)
     separate = copy.deepcopy(plain.proposal_generator.rpn_head)
     g = torch.Generator().manual_seed(0)
-    maps = [torch.randn(2, 256, h, w, generator=g) for h, w in ((16, 20), (8, 10))]
+    channels = ours.backbone.output_shape()["p2"].channels
+    maps = [torch.randn(2, channels, h, w, generator=g) for h, w in ((16, 20), (8, 10))]
     results = []
     for head in (separate, fused):
         inputs = [m.to(torch.bfloat16 if bf16 else torch.float32) for m in maps]
