@@ -15,6 +15,7 @@ from instseg_d2.checkpoint import AtomicCheckpointer, UnsafeCheckpointError
 from instseg_d2.engine.final_metrics import per_dataset, write_final_metrics
 from instseg_d2.engine.hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer
 from instseg_d2.engine.metrics_file import iter_metrics, metric_series, trim_metrics_history
+from instseg_d2.utils.atomic import atomic_write, atomic_write_with
 
 
 def write_lines(path, lines):
@@ -56,6 +57,21 @@ def test_metric_series_skips_nan_and_missing(tmp_path):
 
 
 # --- checkpoints -------------------------------------------------------------------------------
+def test_atomic_write_creates_folders_and_a_failed_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "not" / "yet" / "table.md"
+    atomic_write(path, "first")
+    assert path.read_text() == "first"
+
+    def fail_halfway(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_with(path, fail_halfway)
+    assert path.read_text() == "first"
+    assert [p.name for p in path.parent.iterdir()] == ["table.md"]
+
+
 def test_atomic_checkpointer_writes_whole_files_and_refuses_nan_weights(tmp_path):
     model = torch.nn.Linear(3, 2)
     checkpointer = AtomicCheckpointer(model, str(tmp_path))

@@ -18,10 +18,12 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], obje
     """Call ``write(binary_file)`` on a temporary file beside ``path``, then move it onto ``path``.
 
     The data is flushed and fsync'ed before the rename; on any exception (KeyboardInterrupt
-    included) the temporary file is removed and ``path`` is left as it was.
+    included) the temporary file is removed and ``path`` is left as it was. Missing parent
+    folders are created, as ``--output out/run/x.md`` on a fresh checkout expects.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
