@@ -30,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from benchmarks.recipe import (  # noqa: E402
     RECIPE_CONFIG,
     VARIANTS,
-    _mapped_epochs,
+    mapped_epochs,
     recipe_batches,
     recipe_cfg,
 )
@@ -75,7 +75,7 @@ def profile_recipe_step(
     steps after ``warmup`` unprofiled ones."""
     cfg = recipe_cfg(variant, config_file, opts)
     settings = BenchSettings()
-    batches = recipe_batches(cfg, _mapped_epochs(cfg, settings), steps + warmup)
+    batches = recipe_batches(cfg, mapped_epochs(cfg, settings), steps + warmup)
     torch.manual_seed(settings.seed)
     step = OursTrainStep(cfg, batches, schedule=True)
     for _ in range(warmup):

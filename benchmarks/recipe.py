@@ -54,7 +54,9 @@ from .user_paths import OursTrainStep
 __all__ = [
     "BEFORE_OPTS",
     "RECIPE_CONFIG",
+    "EPOCHS",
     "STEP_SPEEDUP_KEYS",
+    "mapped_epochs",
     "recipe_batches",
     "recipe_cfg",
     "run_recipe_training",
@@ -78,6 +80,10 @@ BEFORE_OPTS = (
     "MODEL.FPN.OUT_CHANNELS", "256",
     "MODEL.ROI_MASK_HEAD.CONV_DIM", "256",
 )  # fmt: skip
+
+# Passes over the training set mapped beforehand, each with its own random sizes, flips and
+# order; the batches cycle through them.
+EPOCHS = 2
 
 STEP_SPEEDUPS_OFF = "recipe, step speed-ups off"
 BEFORE = "recipe before issue 15"
@@ -108,7 +114,7 @@ def recipe_cfg(
     return cfg
 
 
-def _mapped_epochs(cfg: CfgNode, settings: BenchSettings, epochs: int = 2) -> list[dict]:
+def mapped_epochs(cfg: CfgNode, settings: BenchSettings, epochs: int = EPOCHS) -> list[dict]:
     """``epochs`` passes over the training set (its first ``settings.recipe_images`` images when
     that is set), each in a seeded order, mapped by the training mapper with its random sizes
     and flips drawn from ``settings.seed``."""
@@ -164,7 +170,7 @@ def run_recipe_training(
     for name, cfg in cfgs.items():
         pipeline = cfg.INPUT.dump() + cfg.INSTSEG.AUG.dump() + cfg.INSTSEG.COPY_PASTE.dump()
         if pipeline not in streams:
-            streams[pipeline] = _mapped_epochs(cfg, settings)
+            streams[pipeline] = mapped_epochs(cfg, settings)
         batches[name] = recipe_batches(cfg, streams[pipeline], count)
         torch.manual_seed(settings.seed)  # the same random initial weights in every variant
         steps[name] = OursTrainStep(cfg, batches[name], schedule=True)
@@ -202,7 +208,7 @@ def run_recipe_training(
     first = batches[VARIANTS[0]]
     result.extra["batches"] = {
         "batch_size": len(first[0]),
-        "training_images": len(next(iter(streams.values()))) // 2,
+        "training_images": len(next(iter(streams.values()))) // EPOCHS,
         "image_sizes": sorted({tuple(d["image"].shape[1:]) for b in first for d in b}),
     }
     return result

@@ -38,7 +38,7 @@ say "4/5 evaluation of model_best.pth"
 # Training evaluated model_final.pth already; model_best.pth needs its own pass only when an
 # earlier evaluation scored higher (final_metrics.md: the final model; eval_best/: the best).
 SAME_WEIGHTS=$("$PY" -c "import sys, torch
-a, b = (torch.load(f, map_location='cpu', weights_only=False)['model'] for f in sys.argv[1:])
+a, b = (torch.load(f, map_location='cpu', weights_only=True)['model'] for f in sys.argv[1:])
 print(int(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)))" \
     "$OUTPUT/model_best.pth" "$OUTPUT/model_final.pth")
 if [ "$SAME_WEIGHTS" != 1 ]; then
