@@ -13,7 +13,12 @@ from detectron2.utils.events import EventStorage
 
 from instseg_d2.checkpoint import AtomicCheckpointer, UnsafeCheckpointError
 from instseg_d2.engine.final_metrics import per_dataset, write_final_metrics
-from instseg_d2.engine.hooks import EarlyStop, EarlyStopping, ResumableBestCheckpointer
+from instseg_d2.engine.hooks import (
+    EarlyStop,
+    EarlyStopping,
+    ResumableBestCheckpointer,
+    ValidationLoss,
+)
 from instseg_d2.engine.metrics_file import iter_metrics, metric_series, trim_metrics_history
 from instseg_d2.utils.atomic import atomic_write, atomic_write_with
 
@@ -144,6 +149,41 @@ def test_early_stopping_ignores_non_eval_iterations_and_resumes_its_count(tmp_pa
     hook.trainer = fake_trainer(24)
     hook.after_step()  # iteration 24 is no evaluation: nothing read, nothing counted
     assert hook.bad_evals == 1
+
+
+class LossRecorder(torch.nn.Module):
+    """Returns each batch's mean "value" as loss_a and 1 as loss_b; records the modes it ran in."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(1)
+        self.seen = []
+
+    def forward(self, batch):
+        self.seen.append((self.training, self.bn.training, torch.is_autocast_enabled("cpu")))
+        values = torch.tensor([d["value"] for d in batch])
+        return {"loss_a": values.mean(), "loss_b": torch.ones(())}
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_validation_loss_is_the_mean_per_image_in_the_training_steps_precision(cpu_bf16):
+    model = LossRecorder().eval()
+    loader = [[{"value": 1.0}, {"value": 2.0}], [{"value": 6.0}]]  # batches of unequal size
+    hook = ValidationLoss(eval_period=5, data_loaders=[loader], cpu_bf16=cpu_bf16)
+    hook.trainer = fake_trainer(4, max_iter=10)
+    hook.trainer.model = model
+    with EventStorage(4) as storage:
+        hook.trainer.storage = storage
+        hook.after_step()  # iteration index 4 = the 5th step: an evaluation step
+        hook.trainer.iter = 5
+        hook.after_step()  # not one
+        logged = {k: v[0] for k, v in storage.latest().items()}
+    assert logged["validation_loss_a"] == pytest.approx(3.0)  # (1 + 2 + 6) / 3, not (1.5 + 6) / 2
+    assert logged["validation_loss"] == pytest.approx(4.0)
+    # Training mode (the mode that returns losses) with BatchNorm in eval, under the step's
+    # autocast; the model goes back to the mode it was in.
+    assert model.seen == [(True, False, cpu_bf16)] * 2
+    assert not model.training
 
 
 def test_best_checkpointer_remembers_the_best_after_resume(tmp_path):

@@ -42,13 +42,17 @@ class ValidationLoss(HookBase):
 
     The model is run in training mode (that is the mode that returns losses) under
     ``torch.no_grad``; BatchNorm layers are switched to eval for it so that the validation
-    images do not update their running statistics. Each worker takes its shard of the loader
-    and the sums are gathered, so the value is the same for any number of processes.
+    images do not update their running statistics. ``cpu_bf16``: under the bf16 autocast that
+    the training step runs in (``INSTSEG.CPU_BF16``), so that the validation loss is computed as
+    the training loss it is plotted against is, and at the step's speed rather than fp32's. Each
+    worker takes its shard of the loader and the sums are gathered, so the value is the same for
+    any number of processes.
     """
 
-    def __init__(self, eval_period: int, data_loaders: Iterable):
+    def __init__(self, eval_period: int, data_loaders: Iterable, *, cpu_bf16: bool = False):
         self._period = eval_period
         self._loaders = list(data_loaders)
+        self._cpu_bf16 = cpu_bf16
 
     def _model(self) -> torch.nn.Module:
         # The model that evaluation runs (the Trainer's EMA weights when INSTSEG.EMA is on).
@@ -67,7 +71,11 @@ class ValidationLoss(HookBase):
         try:
             # The model's own training statistics (fast_rcnn/cls_accuracy, ...) go into a
             # throw-away storage, not into the training metrics of this iteration.
-            with torch.no_grad(), EventStorage(self.trainer.iter):
+            with (
+                torch.no_grad(),
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16),
+                EventStorage(self.trainer.iter),
+            ):
                 for loader in self._loaders:
                     for inputs in loader:
                         losses = model(inputs)

@@ -24,8 +24,8 @@ What differs from ``DefaultTrainer`` and why:
   ``INSTSEG.MLFLOW.ENABLED``.
 * ``resume_or_load``: trims ``metrics.json`` to the resumed iteration (one history), and a
   resumed run continues its MLflow run.
-* ``run_step``: under bf16 autocast on CPU when ``INSTSEG.CPU_BF16`` (if the CPU has native
-  bf16; the optimizer step keeps fp32 weights).
+* ``run_step`` and the validation loss: under bf16 autocast on CPU when ``INSTSEG.CPU_BF16``
+  (if the CPU has native bf16; the optimizer step keeps fp32 weights).
 * ``run_step``/``after_train``: a NaN/Inf loss (Detectron2's ``FloatingPointError``) marks the
   run as diverged, and then no hook may save or evaluate the bad state.
 
@@ -245,7 +245,7 @@ class Trainer(DefaultTrainer):
         metrics_file = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
         if cfg.INSTSEG.VAL_LOSS and cfg.DATASETS.TEST:
             loaders = [self.build_val_loss_loader(cfg, name) for name in cfg.DATASETS.TEST]
-            ret.append(ValidationLoss(period, loaders))
+            ret.append(ValidationLoss(period, loaders, cpu_bf16=self._cpu_bf16))
         if comm.is_main_process() and cfg.INSTSEG.BEST_METRIC:
             ret.append(
                 ResumableBestCheckpointer(
