@@ -10,6 +10,9 @@ recipe's own config with:
 - ``recipe as configured``: the config as ``make demo`` trains it;
 - ``recipe, step speed-ups off``: the same model with the keys of :data:`STEP_SPEEDUP_KEYS`
   "never" and Detectron2's batch grouping: what the implementation alone gains;
+- ``recipe in NCHW layout``: the configured recipe with ``INSTSEG.CHANNELS_LAST never``: its
+  convolutions in NCHW, so no copies between layouts around the GroupNorms (the largest share of
+  ``aten::copy_`` in ``benchmarks/profile_step.py``'s profile), and oneDNN's NCHW convolutions;
 - ``recipe before issue 15``: the recipe as issue 15 found it (:data:`BEFORE_OPTS`: those keys
   off, Detectron2's grouping, 256-channel FPN and mask head), the reference of ``vs_before``.
 
@@ -86,8 +89,9 @@ BEFORE_OPTS = (
 EPOCHS = 2
 
 STEP_SPEEDUPS_OFF = "recipe, step speed-ups off"
+NCHW_LAYOUT = "recipe in NCHW layout"
 BEFORE = "recipe before issue 15"
-VARIANTS = ("recipe as configured", STEP_SPEEDUPS_OFF, BEFORE)
+VARIANTS = ("recipe as configured", STEP_SPEEDUPS_OFF, NCHW_LAYOUT, BEFORE)
 
 
 def _keys_off(keys) -> list[str]:
@@ -104,7 +108,9 @@ def recipe_cfg(
     if variant not in VARIANTS:
         raise ValueError(f"unknown recipe variant {variant!r}; choose from {VARIANTS}")
     variant_opts = []
-    if variant != VARIANTS[0]:
+    if variant == NCHW_LAYOUT:
+        variant_opts += ["INSTSEG.CHANNELS_LAST", "never"]
+    elif variant != VARIANTS[0]:
         variant_opts += _keys_off(STEP_SPEEDUP_KEYS)
     if variant.startswith(BEFORE):
         variant_opts += BEFORE_OPTS

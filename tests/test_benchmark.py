@@ -84,12 +84,14 @@ def test_quick_smoke_run_writes_every_section(benchmark_tool, shared_data, tmp_p
     for row in recipe.values():
         assert row["mean_s"] > 0 and row["cpu_s"] > 0 and row["first_loss"] == row["first_loss"]
         assert row["padded_vs_image_pixels"] >= 1.0
-    # The variants are the recipe's model with and without the keys, and the recipe's model as
-    # issue 15 found it (256-channel FPN), built from its config.
+    # The variants are the recipe's model with and without the keys, in NCHW layout, and the
+    # recipe's model as issue 15 found it (256-channel FPN), built from its config.
     models = {id(t): t.model for t in run_steps[len(ours_train) :]}.values()
     assert sorted(type(m.backbone.bottom_up.stem.conv1.norm).__name__ for m in models) == [
-        "GroupNorm", "GroupNorm", "NCHWGroupNorm"
+        "GroupNorm", "GroupNorm", "NCHWGroupNorm", "NCHWGroupNorm"
     ]  # fmt: skip
+    weights = [m.backbone.bottom_up.stem.conv1.weight for m in models]
+    assert sum(not w.is_contiguous() for w in weights) == 3  # channels-last: all but NCHW's
     assert sorted(m.backbone.output_shape()["p2"].channels for m in models)[-1] == 256
     if "torchvision channels-last+bf16" in inference:  # CPUs with native bf16
         assert "torchvision channels-last+bf16" in train
@@ -188,8 +190,17 @@ def test_profile_of_the_recipe_step_groups_every_operator(benchmark_tool, pennfu
     assert group_of("aten::native_group_norm_backward") == "GroupNorm (forward, backward)"
     assert group_of("aten::some_new_op") == "other"
     opts = [*benchmark_tool.PRESETS["smoke"][3], *benchmark_tool.RECIPE_SMOKE_OPTS]
-    by_group, top = profile_recipe_step("recipe as configured", steps=1, warmup=0, opts=opts)
+    by_group, top, copies = profile_recipe_step(
+        "recipe as configured", steps=1, warmup=0, opts=opts
+    )
     assert by_group["convolution (forward, backward)"] > 0
     assert list(by_group.values()) == sorted(by_group.values(), reverse=True)
     assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
     assert sum(s for _, s in top) <= sum(by_group.values()) + 1e-9
+    # The copies table splits aten::copy_ (at most its own time) by the operator that asked for
+    # the copy: the channels-last model's NCHW GroupNorms copy 4-D maps of 4 images.
+    copy_total = dict(top).get("aten::copy_") or sum(s for *_, s in copies)
+    assert copies and sum(s for *_, s in copies) <= copy_total + 1e-9
+    assert all(not c.startswith("aten::copy_") for c, _, _ in copies)
+    callers = {c for c, shape, _ in copies if shape.endswith("*, *]")}
+    assert any("native_group_norm" in c or "contiguous" in c for c in callers), callers
