@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,6 +29,7 @@ import instseg_d2  # noqa: E402,F401  (first: quiets third-party deprecation not
 
 # isort: split
 import torch  # noqa: E402
+from torch.autograd.profiler_util import FunctionEvent  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from benchmarks.recipe import (  # noqa: E402
@@ -71,7 +73,7 @@ def group_of(op_name: str) -> str:
 _COPY_WRAPPERS = ("aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous")
 
 
-def copy_caller(event) -> tuple[str, str]:
+def copy_caller(event: FunctionEvent) -> tuple[str, str]:
     """(calling operators, shape) of one ``aten::copy_`` profiler event: the wrappers it went
     through up to the first other operator ("Python" when none), and the copied shape with the
     spatial sizes of a 4-D tensor as ``*``."""
@@ -130,7 +132,7 @@ def markdown(
     variant: str,
     by_group: dict[str, float],
     top: list[tuple[str, float]],
-    copies: list[tuple[str, str, float]] = (),
+    copies: Sequence[tuple[str, str, float]] = (),
 ) -> str:
     """The tables of the report: groups with their share, the top operators, the copies."""
     total = sum(by_group.values())
