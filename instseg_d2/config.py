@@ -94,7 +94,8 @@ def add_instseg_config(cfg: D2CfgNode) -> None:
     cfg.INSTSEG.BEST_METRIC_MODE = "max"
     # Stop after this many evaluations without improvement of BEST_METRIC; 0 turns it off.
     cfg.INSTSEG.EARLY_STOP_PATIENCE = 0
-    # Compute the loss on the test sets at each evaluation and log it as validation_loss.
+    # Compute the loss on the test sets at each evaluation and log it as validation_loss (in the
+    # training step's precision: bf16 autocast with INSTSEG.CPU_BF16).
     cfg.INSTSEG.VAL_LOSS = True
     # Check every image and annotation of the training/test sets before training starts.
     cfg.INSTSEG.VALIDATE_DATA = True
