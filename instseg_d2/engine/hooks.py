@@ -21,6 +21,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
+from ..modeling.precision import autocast_context
 from .metrics_file import metric_series
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class ValidationLoss(HookBase):
             # throw-away storage, not into the training metrics of this iteration.
             with (
                 torch.no_grad(),
-                torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16),
+                autocast_context("cpu", enabled=self._cpu_bf16),
                 EventStorage(self.trainer.iter),
             ):
                 for loader in self._loaders:

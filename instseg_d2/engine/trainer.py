@@ -58,7 +58,7 @@ from ..data.dataset_mapper import build_dataset_mapper
 from ..data.dataset_validation import check_splits
 from ..data.shape_grouping import group_by_padded_shape
 from ..data.validation import DatasetValidationError, check_registered_datasets
-from ..modeling.precision import cpu_supports_bf16
+from ..modeling.precision import autocast_context, cpu_supports_bf16
 from ..modeling.speedups import resolve_auto
 from ..utils.errors import UserError
 from .ema import EMACheckpointer, EMAHook, ModelEMA
@@ -308,7 +308,7 @@ class Trainer(DefaultTrainer):
 
     def run_step(self):
         try:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._cpu_bf16):
+            with autocast_context("cpu", enabled=self._cpu_bf16):
                 super().run_step()
         except FloatingPointError:
             # Raised before optimizer.step(): the weights are those of the last finite step.
