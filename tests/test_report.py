@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -142,9 +143,17 @@ def test_nested_final_metrics_without_datasets(tmp_path):
     assert "<tr><td>segm</td><td>1.50</td><td>2</td></tr>" in table
 
 
-def test_report_without_metrics_and_tool_errors(tmp_path):
-    page = write_report(tmp_path, num_samples=0).read_text(encoding="utf-8")
+def test_report_without_metrics_and_tool_errors(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        page = write_report(tmp_path, num_samples=0).read_text(encoding="utf-8")
     assert "No plots:" in page and "metrics file not found" in page
+    assert not caplog.records  # an --eval-only run has no metrics.json: nothing to warn about
+    (tmp_path / "metrics.json").write_text("not json\n")
+    with caplog.at_level(logging.WARNING):
+        page = write_report(tmp_path, num_samples=0).read_text(encoding="utf-8")
+    assert "no metrics line" in page
+    assert any("no metrics line" in r.getMessage() for r in caplog.records)
+    (tmp_path / "metrics.json").unlink()
     assert "<img" not in page
     spec = importlib.util.spec_from_file_location("make_report", REPO_ROOT / "tools/make_report.py")
     tool = importlib.util.module_from_spec(spec)

@@ -138,7 +138,10 @@ def write_report(
     try:
         records = load_metrics_records(output_dir)
     except MetricsFileError as exc:
-        logger.warning("report: %s", exc)
+        # No metrics.json is what an --eval-only run leaves: no history, nothing wrong. A file
+        # that is there but holds no record is worth a warning.
+        if (output_dir / METRICS_FILE).is_file():
+            logger.warning("report: %s", exc)
         records, records_problem = None, str(exc)
 
     metrics, source = final_metrics(output_dir, records)
