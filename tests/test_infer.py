@@ -157,9 +157,12 @@ def test_nothing_readable_exits_nonzero(tiny_run, tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    assert _infer(tiny_run, [str(folder)], tmp_path / "out") == 1
     from instseg_d2.engine.inference import NoInputError
 
+    with pytest.raises(NoInputError, match="none of the 1 input image"):
+        _infer(tiny_run, [str(folder)], tmp_path / "out")
+    skipped = json.loads((tmp_path / "out" / "image_index.json").read_text())["skipped"]
+    assert [Path(s["file"]).name for s in skipped] == ["broken.jpg"]  # written before the error
     with pytest.raises(NoInputError, match="no input image found"):
         _infer(tiny_run, [str(tmp_path / "missing" / "*.png")], tmp_path / "out2")
 
@@ -301,3 +304,13 @@ def test_coco_results_use_the_dataset_category_ids():
     np.testing.assert_array_equal(mask_util.decode(mapped[0]["segmentation"]), masks[0].numpy())
     plain = instances_to_coco_results(instances, 42, Metadata(thing_classes=["a", "b"]))
     assert [r["category_id"] for r in plain] == [0, 1]  # as convert_to_coco_dict without a map
+
+
+def test_image_inputs_need_images_or_a_video_not_both(tmp_path):
+    from instseg_d2.engine.inference import NoInputError, image_inputs
+
+    with pytest.raises(NoInputError, match="give either --input"):
+        image_inputs([], None)
+    with pytest.raises(NoInputError, match="give either --input"):
+        image_inputs([str(tmp_path / "a.png")], str(tmp_path / "v.mp4"))
+    assert image_inputs([], str(tmp_path / "v.mp4")) == []  # the video is checked when opened

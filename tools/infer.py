@@ -18,7 +18,6 @@ reported and skipped; the exit status is 1 only when nothing at all could be pro
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 
@@ -34,8 +33,9 @@ from instseg_d2.data.catalog import get_dataset_dicts  # noqa: E402
 from instseg_d2.engine.defaults import setup_inference_config  # noqa: E402
 from instseg_d2.engine.inference import (  # noqa: E402
     NoInputError,
-    collect_image_paths,
     dataset_image_ids,
+    image_inputs,
+    log_summary,
     run_on_images,
     run_on_video,
 )
@@ -43,8 +43,6 @@ from instseg_d2.engine.predictor import BatchPredictor  # noqa: E402
 from instseg_d2.engine.tta import TTAPredictor  # noqa: E402
 from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
 from instseg_d2.visualization.panels import prediction_picture  # noqa: E402
-
-logger = logging.getLogger("instseg_d2.infer")
 
 
 def get_parser() -> ToolArgumentParser:
@@ -74,10 +72,10 @@ def get_parser() -> ToolArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="instseg_d2")
-    if bool(args.input) == bool(args.video_input):
-        raise NoInputError("give either --input (images) or --video-input (a video)")
+    paths = image_inputs(args.input, args.video_input)
     if args.batch_size < 1:
         raise NoInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    image_ids = dataset_image_ids(get_dataset_dicts(args.dataset)) if args.dataset else None
     cfg = setup_inference_config(
         args.config_file, args.opts, args.weights, args.confidence_threshold
     )
@@ -85,36 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     draw = functools.partial(prediction_picture, metadata=metadata, splash=args.splash)
     optimize = False if args.no_optimize else None
     predictor_class = TTAPredictor if args.tta else BatchPredictor
-
+    predictor = predictor_class(cfg, optimize=optimize, bf16=args.bf16)
     if args.video_input:
-        predictor = predictor_class(cfg, optimize=optimize, bf16=args.bf16)
         summary = run_on_video(predictor, args.video_input, args.output, draw, metadata,
                                args.batch_size)  # fmt: skip
-        logger.info("wrote %s and %s", summary.written[0], summary.predictions_file)
-        return 0
-
-    paths, problems = collect_image_paths(args.input)
-    for item, reason in problems:
-        logger.warning("input %s: %s", item, reason)
-    if not paths:
-        raise NoInputError("no input image found (see the warnings above)")
-    image_ids = dataset_image_ids(get_dataset_dicts(args.dataset)) if args.dataset else None
-    predictor = predictor_class(cfg, optimize=optimize, bf16=args.bf16)
-    summary = run_on_images(predictor, paths, args.output, draw, metadata, args.batch_size,
-                            image_ids)  # fmt: skip
-    for path, reason in summary.skipped:
-        logger.warning("skipped %s: %s", path, reason)
-    logger.info(
-        "%d image(s) written to %s (%d instances), %d skipped; predictions: %s",
-        len(summary.written),
-        args.output,
-        summary.num_instances,
-        len(summary.skipped),
-        summary.predictions_file,
-    )
-    if not summary.written:
-        print(f"error: none of the {len(paths)} input image(s) could be read", file=sys.stderr)
-        return 1
+    else:
+        summary = run_on_images(predictor, paths, args.output, draw, metadata, args.batch_size,
+                                image_ids)  # fmt: skip
+    log_summary(summary, args.output, len(paths))
     return 0
 
 

@@ -32,8 +32,9 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from instseg_d2.data.catalog import get_dataset_dicts  # noqa: E402
 from instseg_d2.engine.inference import (  # noqa: E402
     NoInputError,
-    collect_image_paths,
     dataset_image_ids,
+    image_inputs,
+    log_summary,
     run_on_images,
     run_on_video,
 )
@@ -65,10 +66,10 @@ def get_parser() -> ToolArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="instseg_d2")
-    if bool(args.input) == bool(args.video_input):
-        raise NoInputError("give either --input (images) or --video-input (a video)")
+    paths = image_inputs(args.input, args.video_input)
     if not os.path.isfile(os.path.join(args.model, METADATA_FILE)):
         raise NoInputError(f"{args.model}: no {METADATA_FILE}; pass a tools/export_model.py folder")
+    image_ids = dataset_image_ids(get_dataset_dicts(args.dataset)) if args.dataset else None
     predictor = ExportedPredictor(
         args.model, min_score=args.confidence_threshold, threads=args.threads
     )
@@ -81,32 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     metadata = MetadataCatalog.get(args.dataset) if args.dataset else predictor.metadata
     draw = functools.partial(prediction_picture, metadata=metadata, splash=args.splash)
-
     if args.video_input:
         summary = run_on_video(predictor, args.video_input, args.output, draw, metadata)
-        logger.info("wrote %s and %s", summary.written[0], summary.predictions_file)
-        return 0
-
-    paths, problems = collect_image_paths(args.input)
-    for item, reason in problems:
-        logger.warning("input %s: %s", item, reason)
-    if not paths:
-        raise NoInputError("no input image found (see the warnings above)")
-    image_ids = dataset_image_ids(get_dataset_dicts(args.dataset)) if args.dataset else None
-    summary = run_on_images(predictor, paths, args.output, draw, metadata, 1, image_ids)
-    for path, reason in summary.skipped:
-        logger.warning("skipped %s: %s", path, reason)
-    logger.info(
-        "%d image(s) written to %s (%d instances), %d skipped; predictions: %s",
-        len(summary.written),
-        args.output,
-        summary.num_instances,
-        len(summary.skipped),
-        summary.predictions_file,
-    )
-    if not summary.written:
-        print(f"error: none of the {len(paths)} input image(s) could be read", file=sys.stderr)
-        return 1
+    else:
+        summary = run_on_images(predictor, paths, args.output, draw, metadata, 1, image_ids)
+    log_summary(summary, args.output, len(paths))
     return 0
 
 

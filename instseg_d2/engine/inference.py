@@ -97,6 +97,41 @@ def _unique_output_name(stem: str, used: set[str], suffix: str = ".png") -> str:
 DrawFn = Callable[[np.ndarray, Instances], np.ndarray]
 
 
+def image_inputs(images: list[str], video: str | None) -> list[Path]:
+    """The image files of a tool's ``--input`` (none with ``--video-input``), checked before a
+    model is loaded: exactly one of the two is given, and at least one image is found (what is
+    not an image is warned about, by name)."""
+    if bool(images) == bool(video):
+        raise NoInputError("give either --input (images) or --video-input (a video)")
+    if video:
+        return []
+    paths, problems = collect_image_paths(images)
+    for item, reason in problems:
+        logger.warning("input %s: %s", item, reason)
+    if not paths:
+        raise NoInputError("no input image found (see the warnings above)")
+    return paths
+
+
+def log_summary(summary: InferenceSummary, output_dir: str | Path, num_inputs: int) -> None:
+    """Log what :func:`run_on_images` or :func:`run_on_video` wrote; :class:`NoInputError` (a
+    tool's exit status 1) when none of the ``num_inputs`` input images could be read."""
+    for path, reason in summary.skipped:
+        logger.warning("skipped %s: %s", path, reason)
+    logger.info(
+        "%d file(s) written to %s (%d instances), %d skipped; predictions: %s",
+        len(summary.written),
+        output_dir,
+        summary.num_instances,
+        len(summary.skipped),
+        summary.predictions_file,
+    )
+    if num_inputs and not summary.written:
+        raise NoInputError(
+            f"none of the {num_inputs} input image(s) could be read (see the warnings above)"
+        )
+
+
 def dataset_image_ids(dataset_dicts: list[dict]) -> dict[Path, int | str]:
     """Resolved file path -> ``image_id`` of a registered dataset (for COCO-consistent ids)."""
     return {Path(d["file_name"]).resolve(): d["image_id"] for d in dataset_dicts}
