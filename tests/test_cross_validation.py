@@ -103,3 +103,26 @@ def test_rerun_keeps_finished_folds_and_resumes_an_interrupted_one(
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "holds a cross-validation with other settings (opts differ" in proc.stderr
+
+
+def test_more_repeats_extend_a_cross_validation_other_changes_are_refused(tmp_path, repo_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "cross_validate", repo_root / "tools/cross_validate.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    plan = {"config_file": "c.yaml", "opts": [], "num_folds": 5, "repeats": 1, "seed": 0,
+            "config_sha256": "ab"}  # fmt: skip
+    tool.check_plan(tmp_path, plan)
+    tool.check_plan(tmp_path, plan)  # the same settings: a resumed run
+    tool.check_plan(tmp_path, {**plan, "repeats": 3})
+    assert json.loads((tmp_path / tool.PLAN_FILE).read_text())["repeats"] == 3
+    for changed, other in (
+        ("repeats", {"repeats": 2}),
+        ("num_folds, seed", {"num_folds": 3, "seed": 1}),
+    ):
+        with pytest.raises(tool.CrossValidationError, match=f"other settings \\({changed} differ"):
+            tool.check_plan(tmp_path, {**plan, "repeats": 3, **other})
+    assert json.loads((tmp_path / tool.PLAN_FILE).read_text())["repeats"] == 3

@@ -9,7 +9,8 @@ The images of DATASETS.TRAIN + DATASETS.TEST are pooled and split into K folds (
 built-in folds when it has them, e.g. Penn-Fudan's 5; else a seeded split stratified by class);
 each fold is one tools/train_net.py run in OUTPUT/r<repeat>_fold<i>/. Folds run one after the
 other, or one per GPU at a time when several are visible. Run the same command again after an
-interruption: finished folds are kept, an interrupted fold resumes from its last checkpoint.
+interruption: finished folds are kept, an interrupted fold resumes from its last checkpoint; run
+it with a larger --repeats to add repeats to a finished cross-validation.
 Writes OUTPUT/cv_summary.json/.md (per metric: fold values, mean, std, 95% t-intervals) and
 cv_summary.png.
 """
@@ -80,17 +81,26 @@ def visible_gpus(cfg, limit: int | None) -> list[str]:
 
 
 def check_plan(output: Path, plan: dict) -> None:
-    """Write the plan, or check that a resumed cross-validation has the same settings."""
+    """Write the plan, or check that a resumed cross-validation has the same settings.
+
+    More ``--repeats`` than before extend a cross-validation: repeat r's folds depend on the
+    settings and on SEED + r only, so the repeats already run are the first ones of the longer
+    plan and are kept.
+    """
     path = output / PLAN_FILE
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != plan:
-            changed = sorted(k for k in plan if previous.get(k) != plan[k])
+        if previous == plan:
+            return
+        changed = sorted(k for k in plan.keys() | previous.keys() if previous.get(k) != plan.get(k))
+        if changed == ["repeats"] and plan["repeats"] > previous["repeats"]:
+            logger.info(f"{output}: extended from {previous['repeats']} to {plan['repeats']} "
+                        "repeats; the finished folds are kept")  # fmt: skip
+        else:
             raise CrossValidationError(
                 f"{output} holds a cross-validation with other settings ({', '.join(changed)} "
                 f"differ, see {path}); give another --output, or delete the folder to start over"
             )
-        return
     output.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(plan, indent=1) + "\n")
 
