@@ -197,10 +197,13 @@ def test_profile_of_the_recipe_step_groups_every_operator(benchmark_tool, pennfu
     assert list(by_group.values()) == sorted(by_group.values(), reverse=True)
     assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
     assert sum(s for _, s in top) <= sum(by_group.values()) + 1e-9
-    # The copies table splits aten::copy_ (at most its own time) by the operator that asked for
-    # the copy: the channels-last model's NCHW GroupNorms copy 4-D maps of 4 images.
-    copy_total = dict(top).get("aten::copy_") or sum(s for *_, s in copies)
+    # The copies table splits aten::copy_ (at most its own time, which the copies group holds
+    # whether or not aten::copy_ is among the top operators) by the operator that asked for the
+    # copy: the channels-last model's NCHW GroupNorms copy 4-D maps of 4 images.
+    copy_total = by_group["copies and dtype casts"]
     assert copies and sum(s for *_, s in copies) <= copy_total + 1e-9
+    if "aten::copy_" in dict(top):
+        assert sum(s for *_, s in copies) <= dict(top)["aten::copy_"] + 1e-9
     assert all(not c.startswith("aten::copy_") for c, _, _ in copies)
     callers = {c for c, shape, _ in copies if shape.endswith("*, *]")}
     assert any("native_group_norm" in c or "contiguous" in c for c in callers), callers
