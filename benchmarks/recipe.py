@@ -14,7 +14,8 @@ recipe's own config with:
   convolutions in NCHW, so no copies between layouts around the GroupNorms (the largest share of
   ``aten::copy_`` in ``benchmarks/profile_step.py``'s profile), and oneDNN's NCHW convolutions;
 - ``recipe before issue 15``: the recipe as issue 15 found it (:data:`BEFORE_OPTS`: those keys
-  off, Detectron2's grouping, 256-channel FPN and mask head), the reference of ``vs_before``.
+  off, Detectron2's grouping, 256-channel FPN and mask head, no copy-paste), the reference of
+  ``vs_before``.
 
 Each variant trains as the recipe does (its LR warm-up and schedule step after every step), so
 untimed warm-up steps (``--train-warmup``) bring it to the state where training spends its
@@ -82,6 +83,7 @@ STEP_SPEEDUP_KEYS = (
 BEFORE_OPTS = (
     "MODEL.FPN.OUT_CHANNELS", "256",
     "MODEL.ROI_MASK_HEAD.CONV_DIM", "256",
+    "INSTSEG.COPY_PASTE.ENABLED", "False",
 )  # fmt: skip
 
 # Passes over the training set mapped beforehand, each with its own random sizes, flips and
