@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: set up, get Penn-Fudan, train the CPU config from scratch (8-11 min on 2 cores),
+# `make demo`: set up, get Penn-Fudan, train the CPU config from scratch (7-11 min on 2 cores),
 # evaluate, and leave everything in output/pennfudan_cpu/ (metrics.json, model_final.pth,
 # model_best.pth, final_metrics.json/.md, report.html, predictions/, plots/).
 #
