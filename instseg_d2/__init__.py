@@ -16,3 +16,17 @@ warnings.filterwarnings(
     "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
 )
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+# Detectron2's resize of bitmask masks goes through PIL, whose arrays are read-only, and
+# annotations_to_instances wraps them with torch.from_numpy: PyTorch warns, though the masks are
+# only read. Its anchor generator calls torch.meshgrid without `indexing`. Neither is about this
+# project's code or anything a user can act on.
+warnings.filterwarnings(
+    "ignore",
+    message="The given NumPy array is not writable",
+    category=UserWarning,
+    module=r"detectron2\.data\.detection_utils",
+)
+warnings.filterwarnings(
+    "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
+)

@@ -128,3 +128,37 @@ def test_inference_runner_feeds_the_model_the_same_pixels(cfg, quirky_dataset, t
     assert len(seen) == 3
     for got, want, file in zip(seen, expected, quirky_dataset, strict=True):
         np.testing.assert_array_equal(got.numpy(), want.astype(np.float32), err_msg=file)
+
+
+_READ_ONLY_MASK_SCRIPT = """
+import sys, warnings
+if sys.argv[1] == "with_instseg_d2":
+    import instseg_d2
+import numpy as np
+from detectron2.data import detection_utils
+mask = np.zeros((8, 8), dtype=np.uint8)
+mask[2:5, 2:5] = 1
+mask.setflags(write=False)  # what Detectron2's PIL resize of a bitmask returns
+annotation = {"bbox": [2, 2, 5, 5], "bbox_mode": 0, "category_id": 0, "segmentation": mask}
+with warnings.catch_warnings(record=True) as caught:  # keeps the filters in place
+    detection_utils.annotations_to_instances([annotation], (8, 8), mask_format="bitmask")
+print(sum("not writable" in str(w.message) for w in caught))
+"""
+
+
+@pytest.mark.parametrize(
+    "importer, expected", [("with_instseg_d2", "0"), ("detectron2_alone", "1")]
+)
+def test_read_only_masks_do_not_warn_once_the_package_is_imported(tmp_path, importer, expected):
+    """make demo printed PyTorch's "NumPy array is not writable" warning at the first training
+    batch; the package's filter silences it for Detectron2's call only (subprocess: PyTorch warns
+    once per process)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "read_only_mask.py"
+    script.write_text(_READ_ONLY_MASK_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), importer], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == expected
