@@ -33,10 +33,10 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.evaluation import inference_on_dataset  # noqa: E402
 
 from benchmarks.mask_threshold_sweep import run_dirs  # noqa: E402
+from benchmarks.tables import print_and_write  # noqa: E402
 from instseg_d2.engine.defaults import setup_inference_config  # noqa: E402
 from instseg_d2.engine.trainer import Trainer  # noqa: E402
 from instseg_d2.evaluation.intervals import t_interval  # noqa: E402
-from instseg_d2.utils.atomic import atomic_write  # noqa: E402
 from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
 from instseg_d2.utils.errors import UserError  # noqa: E402
 
@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--setting takes KEY VALUE pairs; not pairs: {odd}")
     results = sweep(run_dirs(args.runs), args.setting)
     text = markdown(results)
-    print(text)
-    if args.output:
-        atomic_write(args.output, text)
-        print(f"wrote {args.output}")
+    print_and_write(text, args.output)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.modeling.postprocessing import detector_postprocess  # noqa: E402
 
+from benchmarks.tables import print_and_write  # noqa: E402
 from instseg_d2.engine.defaults import setup_inference_config  # noqa: E402
 from instseg_d2.engine.trainer import Trainer  # noqa: E402
-from instseg_d2.utils.atomic import atomic_write  # noqa: E402
 from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
 from instseg_d2.utils.errors import UserError  # noqa: E402
 
@@ -137,10 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         label = run.name if unique else f"{run.parent.name}/{run.name}"
         results[label] = sweep_run(run, args.thresholds)
     text = markdown(results, args.thresholds)
-    print(text)
-    if args.output:
-        atomic_write(args.output, text)
-        print(f"wrote {args.output}")
+    print_and_write(text, args.output)
 
 
 if __name__ == "__main__":

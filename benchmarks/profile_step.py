@@ -40,9 +40,9 @@ from benchmarks.recipe import (  # noqa: E402
     recipe_cfg,
 )
 from benchmarks.runners import BenchSettings  # noqa: E402
+from benchmarks.tables import print_and_write  # noqa: E402
 from benchmarks.timing import machine_info  # noqa: E402
 from benchmarks.user_paths import OursTrainStep  # noqa: E402
-from instseg_d2.utils.atomic import atomic_write  # noqa: E402
 from instseg_d2.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
 
 # First matching group wins; patterns are substrings of ATen operator names.
@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(args.variant, by_group, top, copies)
     machine = machine_info()
     text += "\nMachine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + "\n"
-    print(text)
-    if args.output:
-        atomic_write(args.output, text)
-        print(f"wrote {args.output}")
+    print_and_write(text, args.output)
 
 
 if __name__ == "__main__":

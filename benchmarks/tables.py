@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from instseg_d2.utils.atomic import atomic_write
+
 SECTIONS = ("inference", "train", "recipe", "data", "eval")
 
 
@@ -85,3 +87,11 @@ def markdown_table(results: dict) -> str:
         for name, row in rows.items():
             out.append(f"| {name} | " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
     return "\n".join(out)
+
+
+def print_and_write(text: str, output: str | None) -> None:
+    """Print a benchmark script's Markdown; also write it (atomically) to ``output`` if given."""
+    print(text)
+    if output:
+        atomic_write(output, text)
+        print(f"wrote {output}")

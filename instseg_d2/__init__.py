@@ -19,8 +19,9 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 # Detectron2's resize of bitmask masks goes through PIL, whose arrays are read-only, and
 # annotations_to_instances wraps them with torch.from_numpy: PyTorch warns, though the masks are
-# only read. Its anchor generator calls torch.meshgrid without `indexing`. Neither is about this
-# project's code or anything a user can act on.
+# only read. Its anchor generator calls torch.meshgrid without `indexing` (a filter cannot tell
+# whose call that is: it hides the notice for every caller). Neither is about this project's code
+# or anything a user can act on.
 warnings.filterwarnings(
     "ignore",
     message="The given NumPy array is not writable",
