@@ -72,13 +72,14 @@ def get_parser() -> ToolArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="instseg_d2")
+    # The config first (its errors name the file), then the inputs, before the model is built.
+    cfg = setup_inference_config(
+        args.config_file, args.opts, args.weights, args.confidence_threshold
+    )
     paths = image_inputs(args.input, args.video_input)
     if args.batch_size < 1:
         raise NoInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     image_ids = dataset_image_ids(get_dataset_dicts(args.dataset)) if args.dataset else None
-    cfg = setup_inference_config(
-        args.config_file, args.opts, args.weights, args.confidence_threshold
-    )
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
     draw = functools.partial(prediction_picture, metadata=metadata, splash=args.splash)
     optimize = False if args.no_optimize else None
